@@ -1,0 +1,1 @@
+"""Hardware profiles, latency measurement and prediction."""
