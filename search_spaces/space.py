@@ -1,0 +1,117 @@
+"""Search-space objects: what a space is made of and what can be built from it.
+
+A space names its op set, its edges per cell and its cell types; builds a supernet and
+a discrete network; derives a genotype from architecture weights. Spaces are looked up
+by name in `SPACES`, so a new space is one registration, not a new branch in callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from search_spaces.derive import derive_genotype
+from search_spaces.errors import InputError
+from search_spaces.genotype import Genotype
+from search_spaces.networks import NetworkCIFAR, NetworkImageNet
+from search_spaces.ops import DARTS_PRIMITIVES
+from search_spaces.supernet import SuperNet, cell_edges
+
+CELL_TYPES = ("normal", "reduce")
+
+#: Network layouts a discrete network can be built in; keyed by dataset family.
+NETWORK_BUILDERS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
+
+
+@dataclass(frozen=True)
+class DartsSpace:
+    """The DARTS cell space: 4 intermediate nodes, 14 edges, normal and reduce cells."""
+
+    name: str = "darts"
+    op_names: tuple[str, ...] = DARTS_PRIMITIVES
+    steps: int = 4
+    multiplier: int = 4
+
+    @property
+    def num_edges(self) -> int:
+        return len(cell_edges(self.steps))
+
+    @property
+    def cell_types(self) -> tuple[str, ...]:
+        return CELL_TYPES
+
+    def full_edge_ops(self) -> dict[str, list[list[str]]]:
+        """Every op on every edge (the unpruned space)."""
+        return {t: [list(self.op_names) for _ in range(self.num_edges)] for t in CELL_TYPES}
+
+    def build_supernet(
+        self,
+        C: int,
+        layers: int,
+        num_classes: int,
+        in_channels: int = 3,
+        edge_ops: dict[str, Sequence[Sequence[str]]] | None = None,
+    ) -> SuperNet:
+        return SuperNet(
+            C,
+            num_classes,
+            layers,
+            edge_ops if edge_ops is not None else self.full_edge_ops(),
+            steps=self.steps,
+            multiplier=self.multiplier,
+            in_channels=in_channels,
+        )
+
+    def build_network(
+        self,
+        genotype: Genotype,
+        C: int,
+        layers: int,
+        num_classes: int,
+        in_channels: int = 3,
+        layout: str = "cifar",
+        auxiliary: bool = True,
+    ) -> nn.Module:
+        genotype.validate(self.op_names)
+        if layout not in NETWORK_BUILDERS:
+            raise InputError(
+                f"unknown network layout {layout!r}; known: {', '.join(NETWORK_BUILDERS)}"
+            )
+        return NETWORK_BUILDERS[layout](
+            genotype,
+            C=C,
+            layers=layers,
+            num_classes=num_classes,
+            auxiliary=auxiliary,
+            in_channels=in_channels,
+        )
+
+    def derive(
+        self,
+        weights: dict[str, torch.Tensor | np.ndarray],
+        edge_ops: dict[str, Sequence[Sequence[str]]] | None = None,
+    ) -> Genotype:
+        """DARTS' genotype from per-edge op probabilities (softmax already applied)."""
+        probs = {
+            k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+            for k, v in weights.items()
+        }
+        return derive_genotype(
+            probs,
+            edge_ops if edge_ops is not None else self.full_edge_ops(),
+            self.steps,
+            self.multiplier,
+        )
+
+
+SPACES: dict[str, DartsSpace] = {"darts": DartsSpace()}
+
+
+def get_space(name: str) -> DartsSpace:
+    if name not in SPACES:
+        raise InputError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")
+    return SPACES[name]

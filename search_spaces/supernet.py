@@ -1,0 +1,238 @@
+"""The DARTS supernet: every edge is a softmax-weighted mixture of candidate operations.
+
+Layout and semantics follow DARTS `model_search.py`: two architecture tensors (normal,
+reduce) of shape (edges, ops per edge), each shared by every cell of its type; search BNs
+carry no affine parameters. P-DARTS' pruned op sets are expressed by giving each edge its
+own list of candidate names (all edges have the same count, as in P-DARTS).
+
+The computation is organised per source node (see `supernet_ops`): each node computes
+all operations of all its outgoing edges in a few batched calls, and the weighted sums
+are formed with one fused multiply-add per operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_spaces.ops import FactorizedReduce, ReLUConvBN, check_op_names
+from search_spaces.supernet_ops import (
+    ZERO_OPS,
+    EdgeBatchOp,
+    SharedIdentity,
+    SourceCache,
+    build_edge_batch,
+)
+
+EdgeOps = Sequence[Sequence[str]]
+
+
+def cell_edges(steps: int) -> list[tuple[int, int]]:
+    """(source, target) state indices of a DARTS cell's edges, in DARTS order."""
+    return [(i, j + 2) for j in range(steps) for i in range(j + 2)]
+
+
+class SourceEdges(nn.Module):
+    """All candidate operations of all edges leaving one source node."""
+
+    def __init__(
+        self,
+        C: int,
+        stride: int,
+        edge_ids: Sequence[int],
+        edge_ops: EdgeOps,
+        num_columns: int,
+    ) -> None:
+        super().__init__()
+        self.num_edges = len(edge_ids)
+        self.stride = stride
+        names: list[str] = []
+        for e in edge_ids:
+            names.extend(n for n in edge_ops[e] if n not in names and n not in ZERO_OPS)
+        self.op_names = names
+        self.ops = nn.ModuleList()
+        self._full: list[bool] = []
+        for k, name in enumerate(names):
+            positions = [p for p, e in enumerate(edge_ids) if name in edge_ops[e]]
+            flat = [edge_ids[p] * num_columns + list(edge_ops[edge_ids[p]]).index(name)
+                    for p in positions]
+            self.ops.append(build_edge_batch(name, C, stride, len(positions)))
+            self.register_buffer(f"pos_{k}", torch.tensor(positions), persistent=False)
+            self.register_buffer(f"flat_{k}", torch.tensor(flat), persistent=False)
+            self._full.append(len(positions) == self.num_edges)
+
+    def forward(self, x: torch.Tensor, weights_flat: torch.Tensor) -> torch.Tensor:
+        """Mixed outputs of every outgoing edge: (N, edges, C, H', W')."""
+        cache = SourceCache(x)
+        acc: torch.Tensor | None = None
+        for k, op in enumerate(self.ops):
+            y = op(cache)
+            if op.shared:
+                y = y.unsqueeze(1)
+            w = weights_flat[getattr(self, f"flat_{k}")].view(1, -1, 1, 1, 1)
+            if self._full[k]:
+                acc = y * w if acc is None else torch.addcmul(acc, y, w)
+            else:
+                term = y * w
+                if acc is None:
+                    acc = term.new_zeros(term.shape[0], self.num_edges, *term.shape[2:])
+                acc = acc.index_add(1, getattr(self, f"pos_{k}"), term)
+        if acc is None:  # every edge of this node is `none`
+            sub = x[:, :, :: self.stride, :: self.stride]
+            acc = sub.new_zeros(sub.shape[0], self.num_edges, *sub.shape[1:])
+        return acc
+
+
+class SearchCell(nn.Module):
+    def __init__(
+        self,
+        steps: int,
+        multiplier: int,
+        C_prev_prev: int,
+        C_prev: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        edge_ops: EdgeOps,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+        edges = cell_edges(steps)
+        num_columns = len(edge_ops[0])
+        self.sources = nn.ModuleList()
+        self._targets: list[list[int]] = []
+        for source in range(steps + 1):
+            ids = [k for k, (i, _) in enumerate(edges) if i == source]
+            stride = 2 if reduction and source < 2 else 1
+            self.sources.append(SourceEdges(C, stride, ids, edge_ops, num_columns))
+            self._targets.append([edges[k][1] for k in ids])
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        incoming: list[list[torch.Tensor]] = [[] for _ in range(self.steps)]
+        weights_flat = weights.reshape(-1)
+        for i, source in enumerate(self.sources):
+            if i >= 2:
+                states.append(_sum(incoming[i - 2]))
+            mixed = source(states[i], weights_flat)
+            for p, target in enumerate(self._targets[i]):
+                incoming[target - 2].append(mixed[:, p])
+        states.append(_sum(incoming[self.steps - 1]))
+        return torch.cat(states[-self.multiplier :], dim=1)
+
+
+def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
+    total = tensors[0] + tensors[1] if len(tensors) > 1 else tensors[0].clone()
+    for t in tensors[2:]:
+        total = total + t
+    return total
+
+
+class SuperNet(nn.Module):
+    """The DARTS search network with its architecture parameters.
+
+    Architecture parameters live in `self.arch` (a ParameterDict keyed by cell type);
+    `weight_parameters()` and `arch_parameters()` split them for the bilevel optimisers.
+    """
+
+    def __init__(
+        self,
+        C: int,
+        num_classes: int,
+        layers: int,
+        edge_ops: dict[str, EdgeOps],
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        in_channels: int = 3,
+        alpha_init_scale: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        n_edges = len(cell_edges(steps))
+        for cell_type in ("normal", "reduce"):
+            ops = edge_ops[cell_type]
+            if len(ops) != n_edges:
+                raise ValueError(f"{cell_type}: expected {n_edges} edges, got {len(ops)}")
+            widths = {len(o) for o in ops}
+            if len(widths) != 1:
+                raise ValueError(f"{cell_type}: every edge needs the same number of ops")
+            for o in ops:
+                check_op_names(o)
+        self.edge_ops = {k: [list(o) for o in v] for k, v in edge_ops.items()}
+        self.steps = steps
+        self.multiplier = multiplier
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
+        )
+        C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                C_curr *= 2
+            cell_type = "reduce" if reduction else "normal"
+            self.cells.append(
+                SearchCell(
+                    steps,
+                    multiplier,
+                    C_prev_prev,
+                    C_prev,
+                    C_curr,
+                    reduction,
+                    reduction_prev,
+                    self.edge_ops[cell_type],
+                )
+            )
+            reduction_prev = reduction
+            C_prev_prev, C_prev = C_prev, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_prev, num_classes)
+        self.arch = nn.ParameterDict(
+            {
+                k: nn.Parameter(alpha_init_scale * torch.randn(n_edges, len(v[0])))
+                for k, v in self.edge_ops.items()
+            }
+        )
+
+    # -- parameter groups -------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.arch.parameters())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
+
+    def arch_weights(self) -> dict[str, torch.Tensor]:
+        """Softmax of each architecture tensor over its ops (per edge)."""
+        return {k: F.softmax(a, dim=-1) for k, a in self.arch.items()}
+
+    def set_skip_dropout(self, p: float) -> None:
+        """P-DARTS: the element-wise dropout rate after every stride-1 skip-connect."""
+        for m in self.modules():
+            if isinstance(m, SharedIdentity):
+                m.p = p
+
+    def forward(
+        self, x: torch.Tensor, arch_weights: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        weights = self.arch_weights() if arch_weights is None else arch_weights
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            w = weights["reduce" if cell.reduction else "normal"]
+            s0, s1 = s1, cell(s0, s1, w)
+        return self.classifier(torch.flatten(self.global_pooling(s1), 1))
+
+
+__all__ = ["SuperNet", "SearchCell", "SourceEdges", "EdgeBatchOp", "cell_edges"]

@@ -1,0 +1,258 @@
+"""Candidate operations of the supernet, computed for many edges at once.
+
+All edges that leave one node of a cell read the same tensor. So instead of one small
+module per (edge, operation), as the DARTS reference does, an operation is computed for
+all edges leaving a node in one call:
+
+- ReLU, pooling (+ its parameter-free BN) and the identity depend only on the input:
+  computed once per source node and shared by all its edges (exact: the per-edge BNs of
+  the reference have no parameters and see identical inputs, so their outputs and
+  running statistics are identical).
+- Separable / dilated convolutions of n edges become one depthwise convolution over the
+  input repeated n times and one grouped 1x1 convolution with n groups; parameter shapes
+  per edge and PyTorch's default initialisation (fan-in) are those of the per-edge convs.
+- `none` contributes exactly zero and is never computed; its architecture weight still
+  takes part in the softmax, so gradients are those of the reference.
+
+Every batched op returns either a shared (N, C, H, W) tensor or (N, n, C, H, W).
+Operations without a batched form fall back to one registry module per edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_spaces.ops import POOLING_OPS, build_op, shift_one_pixel
+
+
+class SourceCache:
+    """Per-forward cache of tensors derived from one source node (ReLU, repeats)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self._relu: torch.Tensor | None = None
+        self._repeats: dict[int, torch.Tensor] = {}
+
+    def relu(self) -> torch.Tensor:
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+    def relu_repeated(self, n: int) -> torch.Tensor:
+        """ReLU(x) repeated n times along channels: (N, n*C, H, W), edge-major."""
+        if n == 1:
+            return self.relu()
+        if n not in self._repeats:
+            self._repeats[n] = repeat_channels(self.relu(), n)
+        return self._repeats[n]
+
+
+def repeat_channels(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N, n*C, H, W), copy e at channels [e*C, (e+1)*C).
+
+    Keeps a channels-last input channels-last (`Tensor.repeat` would not), because the
+    depthwise convolutions that read it are several times faster in that layout on CPU.
+    """
+    if not x.is_contiguous(memory_format=torch.channels_last) or x.is_contiguous():
+        return x.repeat(1, n, 1, 1)
+    N, C, H, W = x.shape
+    nhwc = x.permute(0, 2, 3, 1).unsqueeze(3).expand(N, H, W, n, C)
+    return nhwc.reshape(N, H, W, n * C).permute(0, 3, 1, 2)
+
+
+class EdgeBatchOp(nn.Module):
+    """One candidate operation for `n` edges leaving the same node."""
+
+    #: True when the output is one (N, C, H, W) tensor valid for every edge.
+    shared: bool = False
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+BatchedBuilder = Callable[[int, int, int], EdgeBatchOp]
+_BATCHED: dict[str, BatchedBuilder] = {}
+
+
+def register_batched_op(name: str) -> Callable[[BatchedBuilder], BatchedBuilder]:
+    """Register a many-edges implementation for the registry operation `name`."""
+
+    def decorate(builder: BatchedBuilder) -> BatchedBuilder:
+        _BATCHED[name] = builder
+        return builder
+
+    return decorate
+
+
+def build_edge_batch(name: str, C: int, stride: int, n: int) -> EdgeBatchOp:
+    """The supernet form of operation `name` for n edges (search: BN without affine)."""
+    if name in _BATCHED:
+        return _BATCHED[name](C, stride, n)
+    return PerEdge(name, C, stride, n)
+
+
+class PerEdge(EdgeBatchOp):
+    """Fallback: one registry module per edge, outputs stacked."""
+
+    def __init__(self, name: str, C: int, stride: int, n: int) -> None:
+        super().__init__(n)
+        ops = []
+        for _ in range(n):
+            op = build_op(name, C, stride, False)
+            if name in POOLING_OPS:
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            ops.append(op)
+        self.ops = nn.ModuleList(ops)
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:
+        return torch.stack([op(cache.x) for op in self.ops], dim=1)
+
+
+class SharedPool(EdgeBatchOp):
+    """Pooling followed by a parameter-free BN, as in the DARTS search network."""
+
+    shared = True
+
+    def __init__(self, pool: nn.Module, C: int, n: int) -> None:
+        super().__init__(n)
+        self.pool = pool
+        self.bn = nn.BatchNorm2d(C, affine=False)
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:
+        return self.bn(self.pool(cache.x))
+
+
+class SharedIdentity(EdgeBatchOp):
+    """Stride-1 skip; with P-DARTS dropout each edge gets its own element-wise mask."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.p = 0.0
+
+    @property
+    def shared(self) -> bool:  # type: ignore[override]
+        return not (self.training and self.p > 0)
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:
+        x = cache.x
+        if self.shared:
+            return x
+        expanded = x.unsqueeze(1).expand(x.shape[0], self.n, *x.shape[1:])
+        return F.dropout(expanded, self.p, training=True)
+
+
+class BatchedFactorizedReduce(EdgeBatchOp):
+    """Stride-2 skip (FactorizedReduce) for n edges."""
+
+    def __init__(self, C: int, n: int) -> None:
+        super().__init__(n)
+        if C % 2:
+            raise ValueError(f"FactorizedReduce needs an even number of channels, got {C}")
+        self.C = C
+        self.conv_1 = nn.Conv2d(C, n * C // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(C, n * C // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(n * C, affine=False)
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:
+        r = cache.relu()
+        a = self.conv_1(r)
+        b = self.conv_2(shift_one_pixel(r))
+        N, _, H, W = a.shape
+        half = self.C // 2
+        out = torch.cat([a.view(N, self.n, half, H, W), b.view(N, self.n, half, H, W)], dim=2)
+        return self.bn(out.view(N, self.n * self.C, H, W)).view(N, self.n, self.C, H, W)
+
+
+class BatchedDilConv(EdgeBatchOp):
+    """ReLU -> depthwise -> pointwise -> BN, `repeat` times, for n edges.
+
+    `repeat=2` is DARTS' separable conv (only the first block strides), `repeat=1` its
+    dilated conv.
+    """
+
+    def __init__(
+        self, C: int, stride: int, n: int, kernel: int, padding: int, dilation: int, repeat: int
+    ) -> None:
+        super().__init__(n)
+        self.C = C
+        nC = n * C
+        blocks = []
+        for r in range(repeat):
+            blocks.append(
+                nn.ModuleDict(
+                    {
+                        "dw": nn.Conv2d(
+                            nC,
+                            nC,
+                            kernel,
+                            stride if r == 0 else 1,
+                            padding,
+                            dilation=dilation,
+                            groups=nC,
+                            bias=False,
+                        ),
+                        "pw": nn.Conv2d(nC, nC, 1, groups=n, bias=False),
+                        "bn": nn.BatchNorm2d(nC, affine=False),
+                    }
+                )
+            )
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:
+        h = cache.relu_repeated(self.n)
+        for r, block in enumerate(self.blocks):
+            if r > 0:
+                h = F.relu(h)
+            h = block["bn"](block["pw"](block["dw"](h)))
+        N, _, H, W = h.shape
+        return h.view(N, self.n, self.C, H, W)
+
+
+# --------------------------------------------------------- batched DARTS primitives
+
+
+@register_batched_op("max_pool_3x3")
+def _max_pool(C: int, stride: int, n: int) -> EdgeBatchOp:
+    return SharedPool(nn.MaxPool2d(3, stride=stride, padding=1), C, n)
+
+
+@register_batched_op("avg_pool_3x3")
+def _avg_pool(C: int, stride: int, n: int) -> EdgeBatchOp:
+    return SharedPool(nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False), C, n)
+
+
+@register_batched_op("skip_connect")
+def _skip(C: int, stride: int, n: int) -> EdgeBatchOp:
+    return SharedIdentity(n) if stride == 1 else BatchedFactorizedReduce(C, n)
+
+
+@register_batched_op("sep_conv_3x3")
+def _sep3(C: int, stride: int, n: int) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 3, 1, 1, repeat=2)
+
+
+@register_batched_op("sep_conv_5x5")
+def _sep5(C: int, stride: int, n: int) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 5, 2, 1, repeat=2)
+
+
+@register_batched_op("dil_conv_3x3")
+def _dil3(C: int, stride: int, n: int) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 3, 2, 2, repeat=1)
+
+
+@register_batched_op("dil_conv_5x5")
+def _dil5(C: int, stride: int, n: int) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 5, 4, 2, repeat=1)
+
+
+#: Operations that contribute exactly zero and are never computed in the supernet.
+ZERO_OPS = frozenset({"none"})
