@@ -1,0 +1,133 @@
+"""The run directory: everything a run writes, and everything a resume needs.
+
+Layout (DESIGN.md): `config.json` (resolved config), `log.jsonl` (one line per epoch),
+`arch_weights.jsonl` (softmax architecture weights per epoch), `checkpoint.pt` (latest
+state, replaced atomically), `genotype.json` (final), `summary.json`.
+
+A checkpoint records how many log lines existed when it was taken; a resume cuts the
+logs back to that, so lines written after the last checkpoint by a killed run are not
+duplicated when their epoch is run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces.errors import InputError
+
+LOG = "log.jsonl"
+ARCH_LOG = "arch_weights.jsonl"
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], config: dict[str, Any]) -> RunDir:
+        """A new run; refuses a non-empty directory so nothing a user has is overwritten."""
+        p = Path(path)
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise InputError(
+                f"output directory {p} already exists and is not empty; "
+                f"use --resume {p} or choose another --out"
+            )
+        p.mkdir(parents=True, exist_ok=True)
+        run = cls(p)
+        atomic_write_json(p / CONFIG, config)
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+        p = Path(path)
+        if not (p / CONFIG).is_file():
+            raise InputError(f"cannot resume {p}: no {CONFIG} there (not a run directory)")
+        return cls(p)
+
+    def config(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / CONFIG).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"cannot read {self.path / CONFIG}: {e}") from None
+
+    # ---------------------------------------------------------------- logs
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        p = self.path / name
+        if not p.exists():
+            return []
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    def line_counts(self) -> dict[str, int]:
+        return {n: len(self.read_jsonl(n)) for n in (LOG, ARCH_LOG)}
+
+    def truncate_logs(self, counts: dict[str, int]) -> None:
+        for name, n in counts.items():
+            lines = self.read_jsonl(name)[:n]
+            atomic_write_bytes(
+                self.path / name, "".join(json.dumps(r) + "\n" for r in lines).encode()
+            )
+
+    # ---------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        state = {**state, "log_lines": self.line_counts()}
+        tmp = self.path / f".{CHECKPOINT}.tmp"
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / CHECKPOINT)
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """Load without unpickling arbitrary objects; corrupt files give one-line errors."""
+        p = self.path / CHECKPOINT
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise InputError(f"cannot resume {self.path}: no {CHECKPOINT}") from None
+        except Exception as e:  # torch raises several types for damaged archives
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(f"corrupt checkpoint {p}: {msg}") from None
+        if not isinstance(state, dict) or "log_lines" not in state:
+            raise InputError(f"corrupt checkpoint {p}: not a search checkpoint")
+        return state
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)

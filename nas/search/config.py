@@ -1,0 +1,165 @@
+"""Search configuration: the papers' hyper-parameters and a small CPU preset.
+
+`paper` presets are the published settings (METHODS 7 for DARTS, METHODS 2 for P-DARTS);
+`small` shrinks the network, the epochs and the batch so that a search on the embedded
+digits dataset finishes in a few minutes on a 2-core CPU. Everything else (optimisers,
+schedules, the order of updates) is the same in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from search_spaces.errors import InputError
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    strategy: str = "darts"  # darts | pdarts
+    space: str = "darts"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    hardware: str | None = None
+    seed: int = 0
+    preset: str = "paper"
+    # network
+    init_channels: int = 16
+    layers: int = 8
+    # data
+    batch_size: int = 64
+    train_portion: float = 0.5
+    # weights
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    # architecture
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    arch_grad_clip: float | None = None
+    second_order: bool = False
+    # schedule: DARTS has one stage; P-DARTS three (per-stage lists)
+    epochs: int = 50
+    arch_start_epoch: int = 0
+    # P-DARTS
+    add_layers: tuple[int, ...] = (0,)
+    add_width: tuple[int, ...] = (0,)
+    num_to_keep: tuple[int, ...] = ()
+    skip_dropout: tuple[float, ...] = (0.0,)
+    skip_dropout_decay: float = 0.2
+    max_skips: int = 2
+    # bookkeeping
+    eval_every: int = 1
+    data_limit: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.add_layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise InputError(f"unknown search config keys: {', '.join(sorted(unknown))}")
+        values = {}
+        for k, v in data.items():
+            default = known[k].default
+            values[k] = tuple(v) if isinstance(v, list) and isinstance(default, tuple) else v
+            if k == "num_to_keep" and isinstance(v, list):
+                values[k] = tuple(v)
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> SearchConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+# DARTS `train_search.py` defaults.
+DARTS_PAPER = SearchConfig(
+    strategy="darts",
+    init_channels=16,
+    layers=8,
+    batch_size=64,
+    lr=0.025,
+    lr_min=0.001,
+    epochs=50,
+    arch_lr=3e-4,
+    arch_weight_decay=1e-3,
+    preset="paper",
+)
+
+# P-DARTS `train_search.py` defaults with the paper's dropout rates (issue #29).
+PDARTS_PAPER = SearchConfig(
+    strategy="pdarts",
+    init_channels=16,
+    layers=5,
+    batch_size=96,
+    lr=0.025,
+    lr_min=0.0,
+    epochs=25,
+    arch_start_epoch=10,
+    arch_lr=6e-4,
+    arch_weight_decay=1e-3,
+    arch_grad_clip=5.0,
+    add_layers=(0, 6, 12),
+    add_width=(0, 0, 0),
+    num_to_keep=(5, 3, 1),
+    skip_dropout=(0.0, 0.4, 0.7),
+    max_skips=2,
+    preset="paper",
+)
+
+_SMALL = dict(init_channels=8, batch_size=64, preset="small")
+PRESETS: dict[tuple[str, str], SearchConfig] = {
+    ("darts", "paper"): DARTS_PAPER,
+    ("pdarts", "paper"): PDARTS_PAPER,
+    ("darts", "small"): replace(DARTS_PAPER, layers=5, epochs=12, **_SMALL),
+    ("pdarts", "small"): replace(
+        PDARTS_PAPER, layers=5, add_layers=(0, 3, 6), epochs=8, arch_start_epoch=3, **_SMALL
+    ),
+}
+
+
+def preset_config(strategy: str, preset: str) -> SearchConfig:
+    if (strategy, preset) not in PRESETS:
+        names = sorted({p for _, p in PRESETS})
+        raise InputError(f"unknown preset {preset!r} for {strategy}; known: {', '.join(names)}")
+    return PRESETS[(strategy, preset)]
+
+
+def default_preset(dataset: str) -> str:
+    """The embedded dataset gets the small preset; real datasets get the papers'."""
+    return "small" if dataset == "digits" else "paper"
+
+
+def validate_config(cfg: SearchConfig) -> None:
+    """Reject impossible settings with one-line errors before any work starts."""
+    if cfg.strategy not in {"darts", "pdarts"}:
+        raise InputError(f"unknown search strategy {cfg.strategy!r}; known: darts, pdarts")
+    if cfg.epochs < 1:
+        raise InputError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.layers < 3:
+        raise InputError(f"--layers must be at least 3 (two reduction cells), got {cfg.layers}")
+    if cfg.init_channels < 2 or cfg.init_channels % 2:
+        raise InputError(f"--channels must be an even number >= 2, got {cfg.init_channels}")
+    if not 0.0 < cfg.train_portion < 1.0:
+        raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
+    if cfg.strategy == "pdarts":
+        n = cfg.num_stages
+        for name in ("add_width", "num_to_keep", "skip_dropout"):
+            if len(getattr(cfg, name)) != n:
+                raise InputError(f"P-DARTS needs {n} values for {name}, one per stage")
+        keep = list(cfg.num_to_keep)
+        if keep != sorted(keep, reverse=True) or keep[-1] != 1:
+            raise InputError("P-DARTS num_to_keep must decrease and end with 1")

@@ -1,0 +1,309 @@
+"""The search driver: stages of epochs over a supernet, checkpointed every epoch.
+
+DARTS is one stage over the full op set. P-DARTS is several stages; each builds a new,
+deeper supernet (fresh weights and architecture parameters) over the ops that survived
+the previous stage's pruning. A checkpoint after every epoch holds everything the next
+epoch needs (weights, both optimisers, RNG, position of the validation stream, surviving
+ops), so a resumed run continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from nas.data.batches import Batches, cycle
+from nas.data.registry import load_dataset, train_augment
+from nas.data.spec import DatasetSplits
+from nas.run_dir import ARCH_LOG, LOG, RunDir
+from nas.search.architect import Architect, ArchLossTerm
+from nas.search.config import SearchConfig
+from nas.search.loop import arch_entropy, cosine_lr, evaluate, train_epoch
+from nas.search.pdarts import prune_edge_ops, skip_dropout_rate
+from search_spaces.derive import restrict_skip_connects, skip_count
+from search_spaces.genotype import Genotype, save_genotype
+from search_spaces.space import get_space
+from search_spaces.supernet import SuperNet
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class SearchResult:
+    genotype: Genotype
+    run_dir: RunDir
+    summary: dict[str, Any]
+
+
+def _stage_shape(cfg: SearchConfig, stage: int) -> tuple[int, int]:
+    return cfg.init_channels + cfg.add_width[stage], cfg.layers + cfg.add_layers[stage]
+
+
+def _probs(model: SuperNet) -> dict[str, list[list[float]]]:
+    return {k: w.detach().cpu().tolist() for k, w in model.arch_weights().items()}
+
+
+class Search:
+    """Holds the state of one search run between epochs."""
+
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        run: RunDir,
+        terms: Sequence[ArchLossTerm] = (),
+        log: Log = print,
+        channels_last: bool = True,
+        data: DatasetSplits | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.terms = list(terms)
+        self.log = log
+        self.channels_last = channels_last
+        self.space = get_space(cfg.space)
+        if data is None:
+            data = load_search_data(cfg)
+        self.spec = data.spec
+        x_a, y_a, x_b, y_b = data.search_split(cfg.train_portion, seed=cfg.seed)
+        self.train_batches = Batches(
+            x_a, y_a, cfg.batch_size, shuffle=True, seed=cfg.seed,
+            augment=train_augment(data.spec),
+        )
+        self.val_batches = Batches(x_b, y_b, cfg.batch_size, shuffle=True, seed=cfg.seed + 1)
+        self.eval_batches = Batches(x_b, y_b, cfg.batch_size, shuffle=False, seed=0)
+        self.stage = 0
+        self.epoch = 0  # next epoch to run within the stage
+        self.edge_ops = self.space.full_edge_ops()
+        self.val_stream = cycle(self.val_batches)
+        self.stage_genotypes: list[dict[str, Any]] = []
+        self.model: SuperNet | None = None
+
+    # ------------------------------------------------------------------ building
+
+    def _build_stage(self) -> None:
+        cfg = self.cfg
+        C, layers = _stage_shape(cfg, self.stage)
+        model = self.space.build_supernet(
+            C, layers, self.spec.num_classes, self.spec.in_channels, self.edge_ops
+        )
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.weight_optimizer = torch.optim.SGD(
+            model.weight_parameters(),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        self.architect = Architect(
+            model,
+            lr=cfg.arch_lr,
+            betas=tuple(cfg.arch_betas),  # type: ignore[arg-type]
+            weight_decay=cfg.arch_weight_decay,
+            weight_momentum=cfg.momentum,
+            weight_weight_decay=cfg.weight_decay,
+            second_order=cfg.second_order,
+            grad_clip=cfg.arch_grad_clip,
+            terms=self.terms,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict[str, Any]:
+        assert self.model is not None
+        return {
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "edge_ops": self.edge_ops,
+            "model": self.model.state_dict(),
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "arch_optimizer": self.architect.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "val_stream": list(self.val_stream.state()),
+            "stage_genotypes": self.stage_genotypes,
+        }
+
+    def restore(self) -> None:
+        state = self.run.load_checkpoint()
+        try:
+            self.stage = int(state["stage"])
+            self.epoch = int(state["epoch"])
+            self.edge_ops = state["edge_ops"]
+            self.stage_genotypes = state["stage_genotypes"]
+            self._build_stage()
+            assert self.model is not None
+            self.model.load_state_dict(state["model"])
+            self.weight_optimizer.load_state_dict(state["weight_optimizer"])
+            self.architect.optimizer.load_state_dict(state["arch_optimizer"])
+            torch.set_rng_state(state["rng"])
+            self.val_stream = cycle(self.val_batches, *state["val_stream"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            from search_spaces.errors import InputError
+
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(
+                f"checkpoint {self.run.path} does not match this search: {first}"
+            ) from None
+        self.run.truncate_logs(state["log_lines"])
+        self.log(f"resuming {self.run.path} at stage {self.stage + 1}, epoch {self.epoch + 1}")
+
+    # ------------------------------------------------------------------ running
+
+    def run_all(self) -> SearchResult:
+        cfg = self.cfg
+        started = time.perf_counter()
+        if self.model is None:
+            torch.manual_seed(cfg.seed)
+            self._build_stage()
+        while self.stage < cfg.num_stages:
+            while self.epoch < cfg.epochs:
+                self._run_epoch()
+                self.epoch += 1
+                self.run.save_checkpoint(self._state())
+            if self.stage == cfg.num_stages - 1:
+                break
+            self._end_stage()
+        result = self._finish(time.perf_counter() - started)
+        return result
+
+    def _run_epoch(self) -> None:
+        cfg, model = self.cfg, self.model
+        assert model is not None
+        t0 = time.perf_counter()
+        lr = cosine_lr(self.epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+        p = 0.0
+        if cfg.strategy == "pdarts":
+            p = skip_dropout_rate(
+                cfg.skip_dropout[self.stage], self.epoch, cfg.epochs,
+                cfg.arch_start_epoch, cfg.skip_dropout_decay,
+            )
+            model.set_skip_dropout(p)
+        train_arch = self.epoch >= cfg.arch_start_epoch
+        stage_tag = f"stage {self.stage + 1}/{cfg.num_stages} " if cfg.num_stages > 1 else ""
+        stats = train_epoch(
+            model, self.train_batches, self._global_epoch(), self.val_stream,
+            self.weight_optimizer, self.architect, lr, train_arch, cfg.grad_clip,
+            self.channels_last, desc=f"{stage_tag}epoch {self.epoch + 1}/{cfg.epochs}",
+        )
+        record: dict[str, Any] = {
+            "stage": self.stage,
+            "epoch": self.epoch,
+            "lr": lr,
+            "skip_dropout": p,
+            "arch_updates": train_arch,
+            **stats.as_dict(),
+        }
+        last = self.epoch == cfg.epochs - 1
+        if cfg.eval_every and ((self.epoch + 1) % cfg.eval_every == 0 or last):
+            record["val_loss"], record["val_acc"] = evaluate(
+                model, self.eval_batches, self.channels_last, batch_statistics=True
+            )
+        weights = model.arch_weights()
+        record["entropy"] = arch_entropy(weights)
+        record["genotype"] = self.space.derive(weights, self.edge_ops).to_dict()
+        record["seconds"] = time.perf_counter() - t0
+        self.run.append(LOG, record)
+        self.run.append(
+            ARCH_LOG,
+            {"stage": self.stage, "epoch": self.epoch, "edge_ops": self.edge_ops,
+             "weights": _probs(model)},
+        )
+        acc = f" val_acc {record['val_acc']:.3f}" if "val_acc" in record else ""
+        self.log(
+            f"{stage_tag}epoch {self.epoch + 1}/{cfg.epochs}: train_loss "
+            f"{record['train_loss']:.3f} train_acc {record['train_acc']:.3f}{acc} "
+            f"entropy {record['entropy']['normal']:.3f} ({record['seconds']:.1f}s)"
+        )
+
+    def _global_epoch(self) -> int:
+        """A distinct data epoch per (stage, epoch), so stages do not replay batches."""
+        return self.stage * self.cfg.epochs + self.epoch
+
+    def _end_stage(self) -> None:
+        """P-DARTS: prune each edge to the next stage's size and build a deeper supernet."""
+        cfg, model = self.cfg, self.model
+        assert model is not None
+        keep = cfg.num_to_keep[self.stage]
+        probs = model.arch_weights()
+        self.stage_genotypes.append(
+            {"stage": self.stage, "genotype": self.space.derive(probs, self.edge_ops).to_dict()}
+        )
+        self.edge_ops = {
+            k: prune_edge_ops(probs[k].detach().cpu().numpy(), self.edge_ops[k], keep, False)
+            for k in self.space.cell_types
+        }
+        self.log(f"stage {self.stage + 1} done: kept {keep} ops per edge")
+        self.stage += 1
+        self.epoch = 0
+        self._build_stage()
+        self.run.save_checkpoint(self._state())
+
+    def _finish(self, seconds: float) -> SearchResult:
+        cfg, model = self.cfg, self.model
+        assert model is not None
+        weights = model.arch_weights()
+        summary: dict[str, Any] = {"strategy": cfg.strategy, "seconds_this_session": seconds}
+        if cfg.strategy == "pdarts":
+            genotype, by_skips = self._pdarts_final(weights)
+            summary["genotypes_by_max_skips"] = by_skips
+        else:
+            genotype = self.space.derive(weights, self.edge_ops)
+        save_genotype(genotype, self.run.path / "genotype.json")
+        records = self.run.read_jsonl(LOG)
+        final = records[-1] if records else {}
+        summary.update(
+            {
+                "genotype": genotype.to_dict(),
+                "genotype_literal": str(genotype),
+                "final_val_acc": final.get("val_acc"),
+                "final_train_acc": final.get("train_acc"),
+                "epochs_logged": len(records),
+                "hardware": cfg.hardware,
+                "stage_genotypes": self.stage_genotypes,
+            }
+        )
+        self.run.write_json("summary.json", summary)
+        return SearchResult(genotype, self.run, summary)
+
+    def _pdarts_final(
+        self, weights: dict[str, torch.Tensor]
+    ) -> tuple[Genotype, dict[str, dict[str, Any]]]:
+        """Last pruning to one op per edge, then at most M skip-connects in the normal cell."""
+        cfg, steps = self.cfg, self.space.steps
+        probs = {k: w.detach().cpu().numpy() for k, w in weights.items()}
+        reduce = restrict_skip_connects(probs["reduce"], self.edge_ops["reduce"], steps, 14)
+        unrestricted = restrict_skip_connects(probs["normal"], self.edge_ops["normal"], steps, 14)
+        concat = tuple(range(2 + steps - self.space.multiplier, steps + 2))
+        by_skips: dict[str, dict[str, Any]] = {}
+        chosen = None
+        for m in range(skip_count(unrestricted), -1, -1):
+            normal = restrict_skip_connects(probs["normal"], self.edge_ops["normal"], steps, m)
+            g = Genotype(tuple(normal), concat, tuple(reduce), concat)
+            by_skips[str(m)] = g.to_dict()
+            if m == min(cfg.max_skips, skip_count(unrestricted)):
+                chosen = g
+        assert chosen is not None
+        return chosen, by_skips
+
+
+def load_search_data(cfg: SearchConfig) -> DatasetSplits:
+    """The dataset of a search; load it before writing anything, so bad data fails early."""
+    return load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
+
+
+def run_search(
+    cfg: SearchConfig,
+    run: RunDir,
+    terms: Sequence[ArchLossTerm] = (),
+    resume: bool = False,
+    log: Log = print,
+    data: DatasetSplits | None = None,
+) -> SearchResult:
+    search = Search(cfg, run, terms, log, data=data)
+    if resume:
+        search.restore()
+    return search.run_all()
