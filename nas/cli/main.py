@@ -1,0 +1,58 @@
+"""Entry point of the `nas` command.
+
+Every sub-command module exposes `add_parser(subparsers)` and `run(args) -> int`.
+Errors caused by the user's input (`InputError`) become one line on stderr and exit
+code 2, never a traceback; an interrupted long job tells how to resume it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from nas import __version__
+from nas.cli import info, search
+from search_spaces.errors import InputError
+
+COMMANDS = {"search": search, "info": info}
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints the whole usage on a bad option; we print one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="nas",
+        description="Hardware-aware differentiable architecture search (DARTS, P-DARTS).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=OneLineErrorParser
+    )
+    for module in COMMANDS.values():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        hint = getattr(args, "resume_hint", None)
+        print(f"interrupted{'; resume with ' + hint if hint else ''}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
