@@ -138,6 +138,7 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
         print(f"  (normal cell limited to {cfg.max_skips} skip-connects; all limits in "
               "summary.json)")
     if cfg.hardware:
-        print(f"  hardware: {cfg.hardware} (recorded; latency loss arrives with the "
-              "latency subsystem)")
+        label = load_profile(cfg.hardware).label
+        print(f"  hardware: {cfg.hardware} ({label} profile; recorded in config.json, "
+              "no latency term in this version)")
     print("  files: genotype.json, log.jsonl, arch_weights.jsonl, checkpoint.pt, summary.json")
