@@ -16,11 +16,11 @@ from search_spaces.genotype import (
     save_genotype,
 )
 from search_spaces.genotype_library import (
-    DARTS_PRIMITIVES,
     PUBLISHED,
     published_names,
     resolve_genotype,
 )
+from search_spaces.ops import DARTS_PRIMITIVES
 
 # Pasted verbatim from quark0/darts cnn/genotypes.py (published data).
 DARTS_V2_TEXT = (
