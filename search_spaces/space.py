@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from search_spaces.derive import derive_genotype
+from search_spaces.encoding import encode_genotype, encode_weights
 from search_spaces.errors import InputError
 from search_spaces.genotype import Genotype
 from search_spaces.networks import NetworkCIFAR, NetworkImageNet
@@ -22,6 +23,9 @@ from search_spaces.ops import DARTS_PRIMITIVES
 from search_spaces.supernet import SuperNet, cell_edges
 
 CELL_TYPES = ("normal", "reduce")
+
+#: Operations with parameters and most of the compute; sampling strata vary their share.
+HEAVY_OPS = frozenset({"sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"})
 
 #: Network layouts a discrete network can be built in; keyed by dataset family.
 NETWORK_BUILDERS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
@@ -106,6 +110,55 @@ class DartsSpace:
             self.steps,
             self.multiplier,
         )
+
+
+    # -- encoding (profiling, predictor and latency loss all go through these) ------------
+
+    @property
+    def encoding_size(self) -> int:
+        return len(CELL_TYPES) * self.num_edges * len(self.op_names)
+
+    def encode(self, genotype: Genotype) -> np.ndarray:
+        """One-hot per edge; edges the genotype does not use are coded as `none`."""
+        genotype.validate(self.op_names)
+        return encode_genotype(genotype, self.op_names, self.steps)
+
+    def encode_weights(
+        self,
+        weights: dict[str, torch.Tensor],
+        edge_ops: dict[str, Sequence[Sequence[str]]] | None = None,
+    ) -> torch.Tensor:
+        """The same encoding from soft architecture weights (differentiable)."""
+        return encode_weights(weights, self.op_names, edge_ops)
+
+    # -- sampling (profiling) ------------------------------------------------------------
+
+    def sample(self, rng: np.random.Generator, heavy_share: float | None = None) -> Genotype:
+        """A random genotype: two distinct inputs per node, a non-`none` op per edge.
+
+        `heavy_share=None` draws ops uniformly; a number draws a parameter-heavy op
+        (separable / dilated convolution) with that probability, so profiling can cover
+        cells with few and with many heavy operations, the extremes of latency.
+        """
+        ops = [o for o in self.op_names if o != "none"]
+        heavy = [o for o in ops if o in HEAVY_OPS]
+        light = [o for o in ops if o not in HEAVY_OPS]
+
+        def pick() -> str:
+            if heavy_share is None or not heavy or not light:
+                return ops[rng.integers(len(ops))]
+            pool = heavy if rng.random() < heavy_share else light
+            return pool[rng.integers(len(pool))]
+
+        def cell() -> tuple[tuple[str, int], ...]:
+            edges = []
+            for j in range(self.steps):
+                inputs = sorted(rng.choice(j + 2, size=2, replace=False).tolist())
+                edges.extend((pick(), int(i)) for i in inputs)
+            return tuple(edges)
+
+        concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
+        return Genotype(cell(), concat, cell(), concat)
 
 
 SPACES: dict[str, DartsSpace] = {"darts": DartsSpace()}

@@ -1,0 +1,151 @@
+"""The shared encoding, architecture sampling, and the sample dataset store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from latency.samples import (
+    SampleError,
+    SampleWriter,
+    load_samples,
+    merge_samples,
+    parse_shard,
+    shard_ids,
+)
+from search_spaces.derive import derive_genotype
+from search_spaces.genotype_library import DARTS_V2, PDARTS
+from search_spaces.ops import DARTS_PRIMITIVES
+from search_spaces.space import HEAVY_OPS, get_space
+
+SPACE = get_space("darts")
+
+
+def one_hot_weights(genotype):
+    enc = torch.tensor(SPACE.encode(genotype)).view(2, 14, 8)
+    return {"normal": enc[0], "reduce": enc[1]}
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V2, PDARTS])
+def test_encoding_of_genotype_equals_encoding_of_its_one_hot_weights(genotype) -> None:
+    enc = SPACE.encode(genotype)
+    assert enc.shape == (SPACE.encoding_size,) == (224,)
+    rows = enc.reshape(2, 14, 8)
+    assert (rows.sum(-1) == 1).all()
+    # 8 of the 14 edges carry an operation, the others are coded `none`
+    assert (rows[:, :, 0] == 1).sum() == 2 * 6
+    w = one_hot_weights(genotype)
+    assert torch.equal(SPACE.encode_weights(w), torch.tensor(enc))
+    # and the one-hot weights derive back to the same cells (edge order within a node
+    # may differ: derivation lists a node's inputs by strength, ties by index)
+    back = derive_genotype({k: v.numpy() for k, v in w.items()}, SPACE.full_edge_ops())
+
+    def nodes(edges):
+        return [set(edges[2 * i : 2 * i + 2]) for i in range(len(edges) // 2)]
+
+    assert nodes(back.normal) == nodes(genotype.normal)
+    assert nodes(back.reduce) == nodes(genotype.reduce)
+
+
+def test_darts_v2_first_node_encoding_by_hand() -> None:
+    rows = SPACE.encode(DARTS_V2).reshape(2, 14, 8)
+    # DARTS_V2 normal node 2: sep_conv_3x3 from 0 and from 1 -> edges 0 and 1, op index 4
+    assert rows[0, 0, 4] == 1 and rows[0, 1, 4] == 1
+    # node 3: sep_conv_3x3 from 0 (edge 2), sep_conv_3x3 from 1 (edge 3); from 2 is none
+    assert rows[0, 2, 4] == 1 and rows[0, 3, 4] == 1 and rows[0, 4, 0] == 1
+
+
+def test_soft_encoding_scatters_pruned_columns_and_is_differentiable() -> None:
+    edge_ops = {"normal": [["skip_connect", "sep_conv_3x3"]] * 14,
+                "reduce": [["max_pool_3x3", "dil_conv_5x5"]] * 14}
+    alpha = {k: torch.randn(14, 2, requires_grad=True) for k in edge_ops}
+    w = {k: torch.softmax(a, -1) for k, a in alpha.items()}
+    enc = SPACE.encode_weights(w, edge_ops).view(2, 14, 8)
+    assert torch.allclose(enc[0, :, 3] + enc[0, :, 4], torch.ones(14))
+    assert enc[1, :, 1].sum() > 0 and enc[1, :, 7].sum() > 0 and enc[1, :, 4].sum() == 0
+    enc.view(-1)[torch.arange(224)].pow(2).sum().backward()
+    assert alpha["normal"].grad.abs().sum() > 0
+
+
+def test_sampling_is_valid_seeded_and_strata_shift_heavy_share() -> None:
+    rng = np.random.default_rng(0)
+    gs = [SPACE.sample(rng) for _ in range(50)]
+    for g in gs:
+        g.validate(DARTS_PRIMITIVES)
+        assert all(op != "none" for op, _ in g.normal + g.reduce)
+    again = [SPACE.sample(np.random.default_rng(0)) for _ in range(1)]
+    assert again[0] == gs[0]
+
+    def heavy(share):
+        r = np.random.default_rng(1)
+        cells = [SPACE.sample(r, share) for _ in range(40)]
+        return np.mean([op in HEAVY_OPS for g in cells for op, _ in g.normal + g.reduce])
+
+    assert heavy(0.1) < 0.2 < 0.8 < heavy(0.9)
+
+
+# ------------------------------------------------------------------ sample store
+
+
+def row(i, lat=1.0, **kw):
+    base = {"id": i, "space": "darts", "arch": DARTS_V2.to_dict(), "latency_ms": lat,
+            "hardware": "cpu", "source": "measured", "backend": "torch-cpu",
+            "batch_size": 1, "timestamp": "2026-11-24T00:00:00+00:00"}
+    return {**base, **kw}
+
+
+def test_append_and_resume_after_a_torn_line(tmp_path) -> None:
+    path = tmp_path / "s.jsonl"
+    w = SampleWriter(path)
+    w.append(row(0))
+    w.append(row(1, 2.0))
+    with open(path, "ab") as f:  # a kill in the middle of the third write
+        f.write(b'{"id": 2, "latency_')
+    assert [r["id"] for r in load_samples(path)] == [0, 1]
+    w2 = SampleWriter(path)  # resume: the torn line is cut, ids 0 and 1 are done
+    assert w2.ids == {0, 1}
+    w2.append(row(2, 3.0))
+    assert [r["latency_ms"] for r in load_samples(path)] == [1.0, 2.0, 3.0]
+    with pytest.raises(SampleError, match="already present"):
+        w2.append(row(1))
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [(row(0, float("nan")), "finite"), (row(0, -1.0), "positive"),
+     ({"id": 0}, "missing fields"), (row(0, source="guessed"), "source")],
+)
+def test_invalid_rows_are_refused(tmp_path, bad, needle) -> None:
+    with pytest.raises(SampleError, match=needle):
+        SampleWriter(tmp_path / "s.jsonl").append(bad)
+
+
+def test_corrupt_middle_line_is_a_one_line_error(tmp_path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(row(0)) + "\nnot json\n" + json.dumps(row(1)) + "\n")
+    with pytest.raises(SampleError, match=r"s.jsonl:2"):
+        load_samples(path)
+
+
+def test_shards_partition_ids_and_merge(tmp_path) -> None:
+    assert parse_shard("2/3") == (1, 3)
+    with pytest.raises(SampleError):
+        parse_shard("4/3")
+    parts = [shard_ids(10, i, 3) for i in range(3)]
+    assert sorted(sum(parts, [])) == list(range(10))
+    files = []
+    for i, ids in enumerate(parts):
+        w = SampleWriter(tmp_path / f"s{i}.jsonl")
+        for k in ids:
+            w.append(row(k, float(k + 1)))
+        files.append(tmp_path / f"s{i}.jsonl")
+    n = merge_samples(files, tmp_path / "all.jsonl")
+    assert n == 10
+    assert [r["id"] for r in load_samples(tmp_path / "all.jsonl")] == list(range(10))
+    other = tmp_path / "other.jsonl"
+    SampleWriter(other).append(row(99, hardware="p100"))
+    with pytest.raises(SampleError, match="different"):
+        merge_samples([files[0], other], tmp_path / "x.jsonl")
