@@ -184,3 +184,25 @@ def test_running_statistics_match_per_edge_reference_in_eval_mode() -> None:
             m.eval()
         x = torch.randn(4, 3, 8, 8)
         torch.testing.assert_close(net(x), naive_forward(net, naive, x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, stride, size", [(3, 1, 8), (5, 1, 8), (3, 2, 8), (5, 2, 8),
+                                                  (3, 2, 7), (5, 1, 7)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_phase_split_dilated_depthwise_equals_dilated_conv(kernel, stride, size,
+                                                           channels_last) -> None:
+    from search_spaces.supernet_ops import depthwise
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, kernel, stride, padding=kernel - 1, dilation=2, groups=6,
+                     bias=False)
+    x = torch.randn(3, 6, size, size, requires_grad=True)
+    xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    ours = depthwise(conv, xin)
+    ref = conv(x)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(ref)
+    gx, gw = torch.autograd.grad(ours, (x, conv.weight), g)
+    rx, rw = torch.autograd.grad(ref, (x, conv.weight), g)
+    torch.testing.assert_close(gx, rx, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gw, rw, rtol=1e-5, atol=1e-5)
