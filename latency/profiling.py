@@ -1,0 +1,172 @@
+"""Profiling a device: sample architectures, build their deployed networks, time or simulate
+them, append one row each.
+
+Sample k of a run is a pure function of (seed, k): resuming skips the ids already in the
+file, and shards (`--shard I/N`) take every N-th id of the same sequence, so several
+machines of one kind can profile one space together and their files merge by id.
+Strata: besides uniform draws, every fifth sample favours few and every fifth many
+parameter-heavy operations, so the predictor sees the extremes of latency.
+
+Measured profiles time networks in interleaved groups (A B C D A B C D ...) and check the
+machine's drift with a reference network timed at the start and at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from latency.hardware import HardwareProfile
+from latency.samples import SampleWriter, now_iso, shard_ids
+from search_spaces.errors import InputError
+from search_spaces.genotype import Genotype
+from search_spaces.genotype_library import DARTS_V2
+from search_spaces.space import DartsSpace
+
+#: heavy-op share per sample id modulo 5: None = uniform over the op set.
+STRATA: tuple[float | None, ...] = (None, 0.15, None, 0.85, None)
+
+
+def sample_genotype(space: DartsSpace, seed: int, k: int) -> Genotype:
+    rng = np.random.default_rng([seed, k])
+    return space.sample(rng, STRATA[k % len(STRATA)])
+
+
+@dataclass
+class ProfileSummary:
+    hardware: str
+    label: str
+    out: str
+    total: int
+    already: int
+    written: int = 0
+    noisy: int = 0
+    seconds: float = 0.0
+    stability: dict[str, Any] | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        lat = self.latencies_ms
+        return {
+            "hardware": self.hardware, "label": self.label, "out": self.out,
+            "samples_in_shard": self.total, "already_present": self.already,
+            "written": self.written, "noisy": self.noisy, "seconds": self.seconds,
+            "samples_per_minute": self.per_minute, "stability": self.stability,
+            "latency_ms_min": min(lat) if lat else None,
+            "latency_ms_median": float(np.median(lat)) if lat else None,
+            "latency_ms_max": max(lat) if lat else None,
+        }
+
+
+def _deployed(genotype: Genotype, profile: HardwareProfile) -> tuple[Any, tuple[int, ...]]:
+    from latency.simulate import deployed_network
+
+    return deployed_network(genotype, profile)
+
+
+def _row(k: int, space: DartsSpace, genotype: Genotype, profile: HardwareProfile,
+         latency_ms: float, extra: dict[str, Any]) -> dict[str, Any]:
+    m = profile.measurement
+    return {
+        "id": k, "space": space.name, "arch": genotype.to_dict(),
+        "latency_ms": float(latency_ms), "hardware": profile.name,
+        "source": "simulated" if profile.simulated else "measured",
+        "backend": m.get("backend", "roofline-model") if not profile.simulated
+        else "roofline-model",
+        "batch_size": profile.batch_size, "threads": profile.threads,
+        "precision": profile.precision, "timestamp": now_iso(), **extra,
+    }
+
+
+def profile_hardware(
+    profile: HardwareProfile,
+    space: DartsSpace,
+    out: str | Path,
+    samples: int,
+    seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    group: int = 4,
+    timing: Any = None,
+    log: Callable[[str], None] = print,
+) -> ProfileSummary:
+    """Profile `samples` architectures (this shard's part of them) into `out`."""
+    if profile.source == "imported":
+        raise InputError(f"profile {profile.name!r} holds imported data; it cannot be profiled")
+    writer = SampleWriter(out)
+    ids = shard_ids(samples, *shard)
+    todo = [k for k in ids if k not in writer.ids]
+    summary = ProfileSummary(profile.name, profile.label, str(out), len(ids), len(ids) - len(todo))
+    if summary.already:
+        log(f"resuming: {summary.already} of {len(ids)} samples already in {out}")
+    measure = None if profile.simulated else _measurer(profile, timing)
+    check = None
+    if measure is not None and todo:
+        from latency.measure import prepare, stability_check
+
+        ref_model, shape = _deployed(DARTS_V2, profile)
+        check = stability_check(_prepare(prepare, profile, ref_model, shape), timing)
+        check.start()
+    started = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"profiling {profile.name} ({profile.label})",
+               unit="arch", disable=None)
+    try:
+        for start in range(0, len(todo), group):
+            chunk = todo[start : start + group]
+            genotypes = [sample_genotype(space, seed, k) for k in chunk]
+            results = (measure(genotypes) if measure is not None
+                       else [_simulate(g, profile) for g in genotypes])
+            for k, g, (lat, extra) in zip(chunk, genotypes, results, strict=True):
+                writer.append(_row(k, space, g, profile, lat, extra))
+                summary.written += 1
+                summary.noisy += int(bool(extra.get("noisy")))
+                summary.latencies_ms.append(lat)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - started
+    if check is not None:
+        summary.stability = check.finish().to_dict()
+    return summary
+
+
+def _simulate(genotype: Genotype, profile: HardwareProfile) -> tuple[float, dict[str, Any]]:
+    from latency.simulate import simulate_genotype
+
+    sim = simulate_genotype(genotype, profile)
+    return sim.ms, {"spread": 0.0, "noisy": False}
+
+
+def _prepare(prepare: Any, profile: HardwareProfile, model: Any, shape: Any) -> Any:
+    return prepare(profile.measurement.get("backend", "torch-cpu"), model, shape,
+                   batch_size=profile.batch_size, precision=profile.precision,
+                   threads=profile.threads)
+
+
+def _measurer(profile: HardwareProfile, timing: Any
+              ) -> Callable[[list[Genotype]], list[tuple[float, dict[str, Any]]]]:
+    from latency.measure import fingerprint, measure_many, prepare
+
+    fp = fingerprint()
+
+    def measure(genotypes: list[Genotype]) -> list[tuple[float, dict[str, Any]]]:
+        runners = []
+        for g in genotypes:
+            model, shape = _deployed(g, profile)
+            runners.append(_prepare(prepare, profile, model, shape))
+        out = []
+        for m in measure_many(runners, config=timing):
+            out.append((m.median_ms, {"spread": m.spread, "noisy": m.noisy, "repeats": m.runs,
+                                      "fingerprint": fp}))
+        return out
+
+    return measure

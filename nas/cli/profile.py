@@ -1,0 +1,82 @@
+"""`nas profile`: measure (or simulate) latencies of sampled architectures on a device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from latency.hardware import load_profile, profile_names
+from latency.profiling import profile_hardware
+from latency.samples import merge_samples, parse_shard
+from search_spaces.space import SPACES, get_space
+
+
+def default_samples_path(hardware: str) -> Path:
+    """Samples live beside the profile: hardware_profiles/<name>.samples.jsonl."""
+    from latency.hardware import profiles_dir
+
+    return profiles_dir() / f"{hardware}.samples.jsonl"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "profile",
+        help="measure or simulate the latency of sampled architectures on a device",
+        description="Sample architectures, build their deployed networks, measure them on "
+        "this machine (measured profiles) or with the roofline model (simulated profiles), "
+        "and append one row each to a sample file. A killed run resumes where it stopped. "
+        "`nas profile merge FILE... --out FILE` joins shard files.",
+    )
+    p.add_argument("action", nargs="?", choices=["merge"], help="merge shard files")
+    p.add_argument("files", nargs="*", help="shard files (with `merge`)")
+    p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
+    p.add_argument("--space", choices=sorted(SPACES), default="darts")
+    p.add_argument("--samples", type=int, default=200, help="architectures (default 200)")
+    p.add_argument("--out", help="sample file (default hardware_profiles/<name>.samples.jsonl)")
+    p.add_argument("--shard", default="1/1", help="I/N: profile every N-th sample from the I-th")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from search_spaces.errors import InputError
+
+    if args.action == "merge":
+        if not args.files or not args.out:
+            raise InputError("nas profile merge needs shard files and --out")
+        n = merge_samples(args.files, args.out)
+        print(json.dumps({"merged": n, "out": args.out}) if args.json
+              else f"merged {n} samples into {args.out}")
+        return 0
+    if not args.hardware:
+        raise InputError("nas profile needs --hardware NAME")
+    if args.samples < 1:
+        raise InputError(f"--samples must be at least 1, got {args.samples}")
+    profile = load_profile(args.hardware)
+    shard = parse_shard(args.shard)
+    out = Path(args.out) if args.out else default_samples_path(profile.name)
+    args.resume_hint = "the same command"
+    summary = profile_hardware(profile, get_space(args.space), out, args.samples,
+                               seed=args.seed, shard=shard,
+                               log=lambda m: print(m, file=sys.stderr))
+    d = summary.to_dict()
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"profiled {profile.name} ({summary.label}): {summary.written} new samples, "
+          f"{summary.already} already present -> {out}")
+    if summary.written:
+        print(f"  {summary.per_minute:.1f} samples/minute; latency "
+              f"{d['latency_ms_min']:.3f} / {d['latency_ms_median']:.3f} / "
+              f"{d['latency_ms_max']:.3f} ms (min / median / max, {summary.label})")
+    if summary.noisy:
+        print(f"  {summary.noisy} samples stayed above the noise threshold (marked noisy)")
+    if summary.stability:
+        s = summary.stability
+        verdict = "within" if s.get("within_threshold") else "OUTSIDE"
+        print(f"  drift check (DARTS_V2 at start and end): {100 * s['relative_diff']:+.1f}%, "
+              f"{verdict} the noise threshold")
+    return 0

@@ -1,0 +1,80 @@
+"""`nas profile`: sampled architectures, resumable appends, shards, measured vs simulated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latency.hardware import load_profile
+from latency.measure import TimingConfig
+from latency.profiling import profile_hardware, sample_genotype
+from latency.samples import load_samples, merge_samples
+from nas.cli.main import main
+from search_spaces.space import get_space
+
+SPACE = get_space("darts")
+FAST = TimingConfig(warmup_runs=1, warmup_s=0.0, runs=3, min_time_s=0.0, max_attempts=1)
+
+
+def quiet(msg: str) -> None:
+    pass
+
+
+def test_sample_sequence_is_a_pure_function_of_seed_and_id() -> None:
+    assert sample_genotype(SPACE, 0, 7) == sample_genotype(SPACE, 0, 7)
+    assert sample_genotype(SPACE, 0, 7) != sample_genotype(SPACE, 1, 7)
+
+
+def test_simulated_profile_rows_and_resume_without_duplicates(tmp_path) -> None:
+    out = tmp_path / "p100.jsonl"
+    p100 = load_profile("p100")
+    first = profile_hardware(p100, SPACE, out, samples=3, log=quiet)
+    assert first.written == 3 and first.label == "simulated"
+    again = profile_hardware(p100, SPACE, out, samples=5, log=quiet)
+    assert (again.already, again.written) == (3, 2)
+    rows = load_samples(out)
+    assert [r["id"] for r in rows] == [0, 1, 2, 3, 4]
+    assert all(r["source"] == "simulated" and r["backend"] == "roofline-model" for r in rows)
+    assert rows[0]["arch"] == sample_genotype(SPACE, 0, 0).to_dict()
+
+
+def test_measured_profile_records_how_it_was_measured(tmp_path) -> None:
+    out = tmp_path / "cpu.jsonl"
+    s = profile_hardware(load_profile("cpu"), SPACE, out, samples=2, timing=FAST, log=quiet)
+    assert s.written == 2 and s.stability is not None and "relative_diff" in s.stability
+    row = load_samples(out)[0]
+    assert row["source"] == "measured" and row["backend"] == "torch-cpu"
+    assert row["threads"] == 1 and row["batch_size"] == 1 and row["repeats"] >= 3
+    assert row["fingerprint"]["hash"] and row["latency_ms"] > 0
+
+
+def test_shards_profile_disjoint_ids_that_merge_to_the_whole(tmp_path) -> None:
+    p100 = load_profile("p100")
+    files = []
+    for i in range(2):
+        f = tmp_path / f"shard{i}.jsonl"
+        profile_hardware(p100, SPACE, f, samples=4, shard=(i, 2), log=quiet)
+        files.append(f)
+    assert [r["id"] for r in load_samples(files[1])] == [1, 3]
+    assert merge_samples(files, tmp_path / "all.jsonl") == 4
+
+
+def test_cli_profile_json_and_errors(tmp_path, capsys) -> None:
+    out = tmp_path / "s.jsonl"
+    assert main(["profile", "--hardware", "p100", "--samples", "2", "--out", str(out),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == 2 and summary["label"] == "simulated"
+    for args, needle in [(["profile", "--hardware", "abacus"], "unknown hardware"),
+                         (["profile", "--hardware", "p100", "--shard", "3/2"], "shard"),
+                         (["profile"], "--hardware")]:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_profile_cpu_default_run(tmp_path) -> None:
+    s = profile_hardware(load_profile("cpu"), SPACE, tmp_path / "c.jsonl", samples=20, log=quiet)
+    assert s.written == 20 and abs(s.stability["relative_diff"]) < 0.5
