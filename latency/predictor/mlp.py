@@ -1,0 +1,272 @@
+"""An ensemble of small MLPs that predicts latency from an architecture encoding.
+
+Design, and why:
+
+* **Target units.** Latency is predicted in units of the training set's mean latency
+  (`scale_ms`): ``forward(enc)`` returns ``latency_ms / scale_ms``, about 1 for a
+  typical cell. The search adds ``lambda * forward(enc(w))`` to its loss, so lambda means
+  the same on a 3 ms GPU and a 60 ms ARM board. `predict` multiplies back to ms.
+* **Additive path + MLP.** Latency is close to a sum of per-op costs, so each member is
+  ``linear(x) + mlp(x)`` in those units: the linear path carries the additive part
+  (initialised to "the mean"), the MLP, under strong weight decay, only the
+  interactions. A plain MLP on 1,000 samples spends its capacity fitting noise.
+* **Loss.** What matters is relative error, so the loss is on ``log(pred) - log(y)``;
+  Huber on that log-ratio (delta 5 % or 10 %, chosen on validation) keeps the heavy
+  tail of noisy measurements (whole windows of a benchmark measured while the device was
+  slower) from pulling the fit away from the clean majority.
+* **Validation, early stopping, ensemble.** A first member holds out `val_fraction` of
+  the training cells and keeps the weights of its best validation step; when
+  `weight_decay` / `huber_delta` are sequences, the pair with the lowest validation
+  error (mean |log ratio|) is chosen
+  (per device: a GPU wants a nearly additive model, an ARM board that prunes dead ops
+  wants interactions). With `refit_on_all` (the default) the members are then trained on
+  every training cell with that weight decay, because 15 % fewer cells cost more than
+  early stopping gains at this size (measured on the NB201 data); without it, member k
+  keeps its own seeded validation split and early-stops on it. Members differ in seed
+  (initialisation, batch order); their spread is the uncertainty `predict` reports.
+* **Inputs** are the feature map of the encoding (`features.py`), not standardised by
+  default: the features are 0/1 flags and small counts already, and standardising
+  blows rare flags up, which measured worse.
+
+Deterministic for a given `seed` (on one machine and thread count).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latency.predictor.features import FeatureLayout, FeatureMap
+from search_spaces.errors import InputError
+
+EPS = 1e-3  # floor of a prediction (in units of the mean latency) before the log
+
+
+@dataclass
+class MLPConfig:
+    """Hyper-parameters; stored in the artifact so a loaded predictor is rebuilt alike."""
+
+    hidden: int = 64
+    depth: int = 2
+    members: int = 5
+    weight_decay: float | Sequence[float] = (1.0, 3.0, 10.0)
+    linear_weight_decay: float = 0.0
+    lr: float = 3e-3
+    steps: int = 1500
+    batch_size: int = 128
+    huber_delta: float | Sequence[float] = (0.05, 0.1)
+    val_fraction: float = 0.15
+    eval_every: int = 25
+    refit_on_all: bool = True
+    standardize: bool = False
+    seed: int = 0
+    chosen_weight_decay: float | None = field(default=None)
+    chosen_huber_delta: float | None = field(default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for name in ("weight_decay", "huber_delta"):
+            if not isinstance(d[name], (int, float)):
+                d[name] = [float(v) for v in d[name]]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MLPConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"predictor config has unknown key(s) {', '.join(unknown)}")
+        cfg = cls(**data)
+        for name in ("weight_decay", "huber_delta"):
+            if isinstance(getattr(cfg, name), list):
+                setattr(cfg, name, tuple(getattr(cfg, name)))
+        return cfg
+
+
+class Member(nn.Module):
+    """``linear(x) + mlp(x)``; starts out predicting exactly 1 (the mean latency)."""
+
+    def __init__(self, num_features: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(num_features, 1)
+        layers: list[nn.Module] = []
+        width = num_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.ones_(self.linear.bias)
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.linear(x) + self.mlp(x)).squeeze(-1)
+
+
+def _check_xy(X: Any, y: Any | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    Xa = np.asarray(X, dtype=np.float32)
+    if Xa.ndim != 2 or Xa.shape[1] != size:
+        raise InputError(f"encodings must have shape (n, {size}), got {Xa.shape}")
+    if not np.isfinite(Xa).all():
+        raise InputError("encodings contain NaN or infinite values")
+    if y is None:
+        return torch.from_numpy(Xa), None
+    ya = np.asarray(y, dtype=np.float64)
+    if ya.shape != (Xa.shape[0],):
+        raise InputError(f"latencies must have shape ({Xa.shape[0]},), got {ya.shape}")
+    if not (np.isfinite(ya).all() and (ya > 0).all()):
+        raise InputError("latencies must be finite and positive")
+    return torch.from_numpy(Xa), torch.from_numpy(ya)
+
+
+class LatencyMLP(nn.Module):
+    """The ensemble. `fit(X, y)` on encodings and ms; `predict(X) -> (mean_ms, std_ms)`;
+    `forward(enc)` is the differentiable latency in units of `scale_ms`."""
+
+    def __init__(self, layout: FeatureLayout, config: MLPConfig | None = None) -> None:
+        super().__init__()
+        self.layout = layout
+        self.config = config or MLPConfig()
+        self.features = FeatureMap(layout)
+        n = layout.num_features
+        self.members = nn.ModuleList(
+            Member(n, self.config.hidden, self.config.depth) for _ in range(self.config.members)
+        )
+        self.register_buffer("feat_mean", torch.zeros(n))
+        self.register_buffer("feat_std", torch.ones(n))
+        self.register_buffer("scale_ms", torch.ones((), dtype=torch.float64))
+        self.fitted = False
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def encoding_size(self) -> int:
+        return self.layout.encoding_size
+
+    def _inputs(self, enc: torch.Tensor) -> torch.Tensor:
+        return (self.features(enc) - self.feat_mean) / self.feat_std
+
+    def member_outputs(self, enc: torch.Tensor) -> torch.Tensor:
+        """(members, ...) latencies in units of `scale_ms`."""
+        x = self._inputs(enc)
+        return torch.stack([m(x) for m in self.members])
+
+    def forward(self, enc: torch.Tensor) -> torch.Tensor:
+        """Ensemble-mean latency / `scale_ms`, differentiable in `enc` (shape (...,D))."""
+        return self.member_outputs(enc).mean(dim=0)
+
+    def freeze(self) -> LatencyMLP:
+        """Stop gradients into the predictor's own weights (it is frozen during search;
+        gradients still flow through it into the encoding)."""
+        self.requires_grad_(False)
+        self.eval()
+        return self
+
+    @torch.no_grad()
+    def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread (std over members) of the predicted latency, in ms."""
+        Xt, _ = _check_xy(X, None, self.encoding_size)
+        was = self.training
+        self.eval()
+        out = self.member_outputs(Xt).double() * self.scale_ms
+        self.train(was)
+        return out.mean(dim=0).numpy(), out.std(dim=0, unbiased=False).numpy()
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X: Any, y: Any) -> LatencyMLP:
+        """Train every member on encodings `X` (n, D) and latencies `y` (ms)."""
+        cfg = self.config
+        Xt, yt = _check_xy(X, y, self.encoding_size)
+        assert yt is not None
+        if len(yt) < 10:
+            raise InputError(f"need at least 10 samples to train a predictor, got {len(yt)}")
+        self.scale_ms.fill_(float(yt.mean()))
+        with torch.no_grad():
+            F = self.features(Xt)
+            if not cfg.standardize:
+                F = torch.zeros(2, F.shape[1])  # mean 0, std 1: features enter as they are
+            self.feat_mean.copy_(F.mean(dim=0))
+            # constant features (std 0) are left unscaled instead of blowing up
+            self.feat_std.copy_(torch.where(F.std(dim=0) > 1e-6, F.std(dim=0),
+                                            torch.ones_like(F[0])))
+        x = self._inputs(Xt).detach()
+        target = (yt / self.scale_ms).float()
+
+        def values(v: float | Sequence[float]) -> list[float]:
+            return [float(v)] if isinstance(v, (int, float)) else [float(u) for u in v]
+
+        grid = [(w, d) for w in values(cfg.weight_decay) for d in values(cfg.huber_delta)]
+        if len(grid) == 1:
+            wd, delta = grid[0]
+        else:
+            scores = [(self._train_member(0, x, target, w, d)[1], w, d) for w, d in grid]
+            _, wd, delta = min(scores)
+        cfg.chosen_weight_decay, cfg.chosen_huber_delta = wd, delta
+        for k in range(cfg.members):
+            state, _ = self._train_member(
+                k, x, target, wd, delta, hold_out=not cfg.refit_on_all
+            )
+            self.members[k].load_state_dict(state)
+        self.fitted = True
+        self.eval()
+        return self
+
+    def _split(self, k: int, n: int, hold_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.config.seed * 1000 + k)
+        perm = torch.randperm(n, generator=g)
+        frac = self.config.val_fraction if hold_out else 0.0
+        n_val = max(1, int(round(frac * n))) if frac else 0
+        return perm[n_val:], perm[:n_val]
+
+    def _train_member(
+        self,
+        k: int,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        wd: float,
+        delta: float,
+        hold_out: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], float]:
+        """Train member k from scratch; return its best state and validation error."""
+        cfg = self.config
+        train_idx, val_idx = self._split(k, len(target), hold_out)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed * 1000 + k)
+            member = Member(x.shape[1], cfg.hidden, cfg.depth)
+        opt = torch.optim.AdamW(
+            [
+                {"params": member.linear.parameters(), "weight_decay": cfg.linear_weight_decay},
+                {"params": member.mlp.parameters(), "weight_decay": wd},
+            ],
+            lr=cfg.lr,
+        )
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.steps)
+        g = torch.Generator().manual_seed(cfg.seed * 1000 + k + 1)
+        xt, yt = x[train_idx], target[train_idx].log()
+        xv, yv = x[val_idx], target[val_idx].log()
+        best_state, best = copy.deepcopy(member.state_dict()), math.inf
+        for step in range(cfg.steps):
+            batch = torch.randint(0, len(train_idx), (cfg.batch_size,), generator=g)
+            diff = member(xt[batch]).clamp_min(EPS).log() - yt[batch]
+            loss = nn.functional.huber_loss(diff, torch.zeros_like(diff), delta=delta)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            last = step == cfg.steps - 1
+            if len(val_idx) and (step % cfg.eval_every == cfg.eval_every - 1 or last):
+                with torch.no_grad():
+                    err = (member(xv).clamp_min(EPS).log() - yv).abs().mean().item()
+                if err < best:
+                    best, best_state = err, copy.deepcopy(member.state_dict())
+        if not len(val_idx):
+            best_state = member.state_dict()
+        return best_state, best
