@@ -50,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="DARTS second-order (unrolled) architecture gradient")
     p.add_argument("--max-skips", type=int, help="P-DARTS: skip-connects allowed in the "
                    "normal cell (default 2)")
+    p.add_argument("--latency-weight", type=float, metavar="LAMBDA",
+                   help="add LAMBDA x predicted latency / reference to the architecture loss")
+    p.add_argument("--latency-target", type=float, metavar="MS",
+                   help="with --latency-weight: only latency above this budget is penalised")
+    p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
+                   "profile's, hardware_profiles/<name>.predictor)")
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run directory (default results/<time>-<space>-<hardware>)")
@@ -73,7 +79,12 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         batch_size=args.batch_size,
         max_skips=args.max_skips,
         data_limit=args.limit,
+        latency_weight=args.latency_weight,
+        latency_target_ms=args.latency_target,
+        predictor=args.predictor,
     )
+    if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
+        raise InputError("--latency-weight / --latency-target need --hardware NAME")
     if args.second_order:
         if strategy != "darts":
             raise InputError("--second-order applies to DARTS only (P-DARTS is first order)")
@@ -82,6 +93,36 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
     validate_config(cfg)
     return cfg
+
+
+def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any]:
+    """The latency term (if asked for) and the per-epoch latency probe (if a predictor
+    exists for the hardware); loading errors surface before anything is written."""
+    if not cfg.hardware:
+        return [], None
+    from latency.predictor.artifact import load_predictor
+    from nas.cli.predictor import default_predictor_path
+    from nas.search.latency_loss import PredictorLatency, latency_probe, latency_term_factory
+    from search_spaces.space import get_space
+
+    path = Path(cfg.predictor) if cfg.predictor else default_predictor_path(cfg.hardware)
+    wants_loss = bool(cfg.latency_weight or cfg.latency_target_ms)
+    if not (path / "predictor.json").is_file():
+        if wants_loss:
+            raise InputError(
+                f"no latency predictor at {path}; run `nas profile --hardware {cfg.hardware}` "
+                f"and `nas predictor train --hardware {cfg.hardware}` first"
+            )
+        return [], None
+    space = get_space(cfg.space)
+    mlp, meta = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    model = PredictorLatency(mlp)
+    label = load_profile(cfg.hardware).label
+    terms = []
+    if wants_loss:
+        weight = cfg.latency_weight or 1.0
+        terms.append(latency_term_factory(model, space, weight, cfg.latency_target_ms))
+    return terms, latency_probe(model, space, label)
 
 
 def _stderr(msg: str) -> None:
@@ -95,10 +136,12 @@ def run(args: argparse.Namespace) -> int:
         cfg = SearchConfig.from_dict(saved["search"])
         resume = run_dir.has_checkpoint()
         data = load_search_data(cfg)
+        terms, probe = latency_hooks(cfg)
     else:
         cfg = config_from_args(args)
         profile = load_profile(cfg.hardware) if cfg.hardware else None
         data = load_search_data(cfg)
+        terms, probe = latency_hooks(cfg)  # a missing predictor fails before any write
         out = args.out or _default_out(cfg)
         config: dict[str, Any] = {
             "search": cfg.to_dict(),
@@ -114,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         f"{cfg.layers} cells, {cfg.init_channels} channels, {cfg.epochs} epochs"
         f"{' per stage' if cfg.num_stages > 1 else ''}) -> {run_dir.path}"
     )
-    result = run_search(cfg, run_dir, resume=resume, log=_stderr, data=data)
+    result = run_search(cfg, run_dir, terms=terms, resume=resume, log=_stderr, data=data,
+                        probe=probe)
     _print_summary(result, cfg, args.json)
     return 0
 
@@ -139,6 +183,11 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
               "summary.json)")
     if cfg.hardware:
         label = load_profile(cfg.hardware).label
-        print(f"  hardware: {cfg.hardware} ({label} profile; recorded in config.json, "
-              "no latency term in this version)")
+        lat = s.get("latency")
+        if lat:
+            print(f"  predicted latency on {cfg.hardware} ({label}): "
+                  f"{lat['genotype_predicted_latency_ms']:.3f} ms for the derived genotype")
+        else:
+            print(f"  hardware: {cfg.hardware} ({label} profile; no trained predictor yet, "
+                  "so no latency figures)")
     print("  files: genotype.json, log.jsonl, arch_weights.jsonl, checkpoint.pt, summary.json")

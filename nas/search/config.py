@@ -51,6 +51,10 @@ class SearchConfig:
     skip_dropout: tuple[float, ...] = (0.0,)
     skip_dropout_decay: float = 0.2
     max_skips: int = 2
+    # latency (issue 3): lambda of the latency term, optional budget, predictor directory
+    latency_weight: float = 0.0
+    latency_target_ms: float | None = None
+    predictor: str | None = None
     # bookkeeping
     eval_every: int = 1
     data_limit: int | None = None
@@ -156,6 +160,10 @@ def validate_config(cfg: SearchConfig) -> None:
         raise InputError(f"--layers must be at least 3 (two reduction cells), got {cfg.layers}")
     if cfg.init_channels < 2 or cfg.init_channels % 2:
         raise InputError(f"--channels must be an even number >= 2, got {cfg.init_channels}")
+    if cfg.latency_weight < 0:
+        raise InputError(f"--latency-weight must be >= 0, got {cfg.latency_weight}")
+    if cfg.latency_target_ms is not None and cfg.latency_target_ms <= 0:
+        raise InputError(f"--latency-target must be positive, got {cfg.latency_target_ms}")
     if not 0.0 < cfg.train_portion < 1.0:
         raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
     if cfg.strategy == "pdarts":

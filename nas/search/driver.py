@@ -30,6 +30,11 @@ from search_spaces.space import get_space
 from search_spaces.supernet import SuperNet
 
 Log = Callable[[str], None]
+EdgeOps = dict[str, Any]
+#: builds a stage's extra architecture-loss term from that stage's op sets
+TermFactory = Callable[[EdgeOps], ArchLossTerm]
+#: extra per-epoch log fields from (soft weights, op sets, derived genotype)
+Probe = Callable[[dict[str, torch.Tensor], EdgeOps, Genotype], dict[str, Any]]
 
 
 @dataclass
@@ -54,14 +59,16 @@ class Search:
         self,
         cfg: SearchConfig,
         run: RunDir,
-        terms: Sequence[ArchLossTerm] = (),
+        terms: Sequence[TermFactory] = (),
         log: Log = print,
         channels_last: bool = True,
         data: DatasetSplits | None = None,
+        probe: Probe | None = None,
     ) -> None:
         self.cfg = cfg
         self.run = run
         self.terms = list(terms)
+        self.probe = probe
         self.log = log
         self.channels_last = channels_last
         self.space = get_space(cfg.space)
@@ -108,7 +115,7 @@ class Search:
             weight_weight_decay=cfg.weight_decay,
             second_order=cfg.second_order,
             grad_clip=cfg.arch_grad_clip,
-            terms=self.terms,
+            terms=[make(self.edge_ops) for make in self.terms],
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -204,7 +211,10 @@ class Search:
             )
         weights = model.arch_weights()
         record["entropy"] = arch_entropy(weights)
-        record["genotype"] = self.space.derive(weights, self.edge_ops).to_dict()
+        genotype = self.space.derive(weights, self.edge_ops)
+        record["genotype"] = genotype.to_dict()
+        if self.probe is not None:
+            record.update(self.probe(weights, self.edge_ops, genotype))
         record["seconds"] = time.perf_counter() - t0
         self.run.append(LOG, record)
         self.run.append(
@@ -255,6 +265,8 @@ class Search:
         save_genotype(genotype, self.run.path / "genotype.json")
         records = self.run.read_jsonl(LOG)
         final = records[-1] if records else {}
+        if self.probe is not None:
+            summary["latency"] = self.probe(weights, self.edge_ops, genotype)
         summary.update(
             {
                 "genotype": genotype.to_dict(),
@@ -298,12 +310,13 @@ def load_search_data(cfg: SearchConfig) -> DatasetSplits:
 def run_search(
     cfg: SearchConfig,
     run: RunDir,
-    terms: Sequence[ArchLossTerm] = (),
+    terms: Sequence[TermFactory] = (),
     resume: bool = False,
     log: Log = print,
     data: DatasetSplits | None = None,
+    probe: Probe | None = None,
 ) -> SearchResult:
-    search = Search(cfg, run, terms, log, data=data)
+    search = Search(cfg, run, terms, log, data=data, probe=probe)
     if resume:
         search.restore()
     return search.run_all()

@@ -1,0 +1,110 @@
+"""Train a latency predictor on a sample file and report how good it is, beside baselines.
+
+The held-out split is a fixed, seeded fraction of the samples that no model sees while
+training; every model (the MLP ensemble and each scikit-learn baseline) is scored on the
+same held-out rows with the same metrics. The report says where the numbers came from
+(measured / simulated / imported samples).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency.predictor.artifact import load_predictor, save_predictor
+from latency.predictor.baselines import BASELINES, make_baseline
+from latency.predictor.features import layout_for_space
+from latency.predictor.metrics import report
+from latency.predictor.mlp import LatencyMLP, MLPConfig
+from latency.samples import SampleError
+from search_spaces.genotype import Genotype
+from search_spaces.space import get_space
+
+
+def encode_rows(rows: Sequence[dict[str, Any]]) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(space, encodings, latencies) of sample rows, which must share one space."""
+    spaces = {r["space"] for r in rows}
+    if len(spaces) != 1:
+        raise SampleError(f"samples mix spaces {sorted(spaces)}; train one space at a time")
+    space = get_space(spaces.pop())
+    X = np.stack([space.encode(Genotype.from_dict(r["arch"], source=f"sample {r['id']}"))
+                  for r in rows]).astype(np.float32)
+    y = np.array([float(r["latency_ms"]) for r in rows], dtype=np.float64)
+    return space, X, y
+
+
+def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(test_fraction * n)))
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def train_predictor(
+    rows: Sequence[dict[str, Any]],
+    out: str | Path,
+    hardware: str,
+    dataset: str,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    baselines: Sequence[str] = tuple(BASELINES),
+    config: MLPConfig | None = None,
+) -> dict[str, Any]:
+    if len(rows) < 10:
+        raise SampleError(f"{len(rows)} samples are too few to train and hold out a test set")
+    space, X, y = encode_rows(rows)
+    train, test = split(len(y), test_fraction, seed)
+    layout = layout_for_space(space)
+    mlp = LatencyMLP(layout, config or MLPConfig(seed=seed)).fit(X[train], y[train])
+    mean, std = mlp.predict(X[test])
+    results = {"mlp": report(y[test], mean)}
+    for name in baselines:
+        model = make_baseline(name, layout, seed).fit(X[train], y[train])
+        results[name] = report(y[test], model.predict(X[test]))
+    sources = sorted({r["source"] for r in rows})
+    save_predictor(mlp, out, space=space.name, op_names=space.op_names, hardware=hardware,
+                   dataset=dataset, metrics=results["mlp"],
+                   extra={"sources": sources, "n_train": int(len(train)),
+                          "n_test": int(len(test)), "seed": seed})
+    summary = {
+        "hardware": hardware, "space": space.name, "samples": dataset, "sources": sources,
+        "n_train": int(len(train)), "n_test": int(len(test)), "test_fraction": test_fraction,
+        "metrics": results, "mean_uncertainty_ms": float(np.mean(std)), "predictor": str(out),
+    }
+    out_dir = Path(out)
+    (out_dir / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _calibration_plot(y[test], mean, out_dir / "calibration.png",
+                      f"{hardware} ({', '.join(sources)}): held-out {len(test)} samples")
+    return summary
+
+
+def evaluate_predictor(path: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    space, X, y = encode_rows(rows)
+    mlp, meta = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    mean, _ = mlp.predict(X)
+    return {"predictor": str(path), "hardware": meta.get("hardware"), "n": int(len(y)),
+            **report(y, mean)}
+
+
+def _calibration_plot(y: np.ndarray, pred: np.ndarray, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.scatter(y, pred, s=6, alpha=0.6)
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="k",
+                    alpha=0.08, label="within 10%")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("predicted (ms)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

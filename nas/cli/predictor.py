@@ -1,0 +1,75 @@
+"""`nas predictor train|eval`: fit the latency regressor on samples and score it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from latency.hardware import load_profile, profile_names, profiles_dir
+from latency.predictor.train import evaluate_predictor, train_predictor
+from latency.samples import load_samples
+from search_spaces.errors import InputError
+
+
+def default_predictor_path(hardware: str) -> Path:
+    """Predictors live beside their profile: hardware_profiles/<name>.predictor/."""
+    return profiles_dir() / f"{hardware}.predictor"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predictor", help="train or evaluate a latency predictor",
+                       description="Train the MLP latency predictor (and baselines, for "
+                       "comparison) on profiled samples, or score a trained one.")
+    p.add_argument("action", choices=["train", "eval"])
+    p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
+    p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own)")
+    p.add_argument("--out", help="predictor directory (default hardware_profiles/<name>.predictor)")
+    p.add_argument("--predictor", help="predictor directory (eval)")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=run)
+
+
+def _rows(files: list[str]) -> list[dict]:
+    rows = []
+    for f in files:
+        rows.extend(load_samples(f))
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "eval":
+        if not args.predictor or not args.samples:
+            raise InputError("nas predictor eval needs --predictor DIR and --samples FILE")
+        result = evaluate_predictor(args.predictor, _rows(args.samples))
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{result['n']} samples: MAPE {100 * result['mape']:.2f}%, within 5% "
+                  f"{100 * result['within_5']:.1f}%, within 10% {100 * result['within_10']:.1f}%,"
+                  f" Kendall tau {result['kendall_tau']:.3f}")
+        return 0
+    if not args.hardware:
+        raise InputError("nas predictor train needs --hardware NAME")
+    profile = load_profile(args.hardware)
+    from nas.cli.profile import default_samples_path
+
+    files = args.samples or [str(default_samples_path(profile.name))]
+    if not 0.0 < args.test_fraction < 1.0:
+        raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    out = Path(args.out) if args.out else default_predictor_path(profile.name)
+    summary = train_predictor(_rows(files), out, profile.name, ", ".join(files),
+                              test_fraction=args.test_fraction, seed=args.seed)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"predictor for {profile.name} ({', '.join(summary['sources'])} samples): "
+          f"{summary['n_train']} train / {summary['n_test']} held out -> {out}")
+    print(f"  {'model':24s} {'MAPE':>7s} {'<=5%':>6s} {'<=10%':>6s} {'tau':>6s}")
+    for name, m in summary["metrics"].items():
+        print(f"  {name:24s} {100 * m['mape']:6.2f}% {100 * m['within_5']:5.1f}% "
+              f"{100 * m['within_10']:5.1f}% {m['kendall_tau']:6.3f}")
+    print(f"  report.json and calibration.png in {out}")
+    return 0
