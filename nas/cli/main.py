@@ -13,10 +13,16 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from nas import __version__
-from nas.cli import info, predictor, profile, search
+from nas.cli import info, latency, predictor, profile, search
 from search_spaces.errors import InputError
 
-COMMANDS = {"search": search, "info": info, "profile": profile, "predictor": predictor}
+COMMANDS = {
+    "search": search,
+    "info": info,
+    "profile": profile,
+    "predictor": predictor,
+    "latency": latency,
+}
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -1,0 +1,97 @@
+"""`nas latency`: predicted (and, where possible, measured) latency of one network."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency.hardware import load_profile, profile_names
+from search_spaces.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "latency",
+        help="predicted and measured latency of a genotype (or an ONNX file)",
+        description="Predict a genotype's deployed latency on a hardware profile with its "
+        "trained predictor (mean and ensemble spread). --measure also times the deployed "
+        "network here, when the profile is measured on this machine. An .onnx file is timed "
+        "with ONNX Runtime on this CPU.",
+    )
+    p.add_argument("network", help="published genotype name, genotype file, or .onnx file")
+    p.add_argument("--hardware", required=True, help=f"profile ({', '.join(profile_names())})")
+    p.add_argument("--predictor", help="predictor directory (default: the profile's)")
+    p.add_argument("--measure", action="store_true", help="also measure on this machine")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(run=run)
+
+
+def _measure(model_or_path: Any, shape: tuple[int, ...], profile: Any, backend: str) -> dict:
+    from latency.measure import measure, prepare
+
+    runner = prepare(backend, model_or_path, shape, batch_size=profile.batch_size,
+                     precision=profile.precision, threads=profile.threads or 1)
+    m = measure(runner)
+    return {"measured_ms": m.median_ms, "measured_spread": m.spread, "measured_noisy": m.noisy,
+            "measured_with": f"{backend}, batch {profile.batch_size}, "
+                             f"{profile.threads or 1} thread(s), {m.runs} runs, median"}
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = load_profile(args.hardware)
+    result: dict[str, Any] = {"hardware": profile.name, "label": profile.label,
+                              "predicted_ms": None, "measured_ms": None}
+    if str(args.network).endswith(".onnx"):
+        if not Path(args.network).is_file():
+            raise InputError(f"ONNX file {args.network} does not exist")
+        result.update(_measure(args.network, tuple(profile.input_shape), profile,
+                               "onnxruntime-cpu"))
+        result["network"] = args.network
+        return _print(result, args.json)
+
+    from latency.predictor.artifact import load_predictor
+    from latency.simulate import deployed_network
+    from nas.cli.predictor import default_predictor_path
+    from search_spaces.genotype_library import resolve_genotype
+    from search_spaces.space import get_space
+
+    genotype = resolve_genotype(args.network)
+    space = get_space("darts")
+    genotype.validate(space.op_names)
+    result["network"] = args.network
+    path = Path(args.predictor) if args.predictor else default_predictor_path(profile.name)
+    if (path / "predictor.json").is_file():
+        mlp, meta = load_predictor(path, op_names=space.op_names,
+                                   encoding_size=space.encoding_size)
+        mean, std = mlp.predict(space.encode(genotype)[None].astype(np.float32))
+        result.update({"predicted_ms": float(mean[0]), "predicted_std_ms": float(std[0]),
+                       "predictor": str(path)})
+    elif not args.measure:
+        raise InputError(f"no latency predictor at {path}; run `nas profile --hardware "
+                         f"{profile.name}` and `nas predictor train --hardware {profile.name}`")
+    if args.measure:
+        if profile.source != "measured":
+            raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "
+                             "this machine, so --measure cannot time it here")
+        model, shape = deployed_network(genotype, profile)
+        result.update(_measure(model, shape, profile,
+                               profile.measurement.get("backend", "torch-cpu")))
+    return _print(result, args.json)
+
+
+def _print(r: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(r))
+        return 0
+    print(f"{r['network']} on {r['hardware']}:")
+    if r["predicted_ms"] is not None:
+        print(f"  predicted: {r['predicted_ms']:.3f} ms +/- {r['predicted_std_ms']:.3f} "
+              f"({r['label']}; predictor {r['predictor']})")
+    if r["measured_ms"] is not None:
+        print(f"  measured:  {r['measured_ms']:.3f} ms (spread {100 * r['measured_spread']:.1f}%"
+              f"{', NOISY' if r['measured_noisy'] else ''}; {r['measured_with']})")
+    return 0
