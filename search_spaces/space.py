@@ -17,7 +17,7 @@ from torch import nn
 from search_spaces.derive import derive_genotype
 from search_spaces.encoding import encode_genotype, encode_weights
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype
+from search_spaces.genotype import Genotype, parse_darts_literal
 from search_spaces.networks import NetworkCIFAR, NetworkImageNet
 from search_spaces.ops import DARTS_PRIMITIVES
 from search_spaces.supernet import SuperNet, cell_edges
@@ -112,6 +112,12 @@ class DartsSpace:
         )
 
 
+    def parse(self, arch: object) -> Genotype:
+        """A genotype from its stored form: a JSON object, or the DARTS literal text."""
+        if isinstance(arch, str):
+            return parse_darts_literal(arch)
+        return Genotype.from_dict(arch)
+
     # -- encoding (profiling, predictor and latency loss all go through these) ------------
 
     @property
@@ -162,6 +168,17 @@ class DartsSpace:
 
 
 SPACES: dict[str, DartsSpace] = {"darts": DartsSpace()}
+
+
+def _register_nb201() -> None:
+    # NAS-Bench-201: importable measurements and predictors (its own profiling and search
+    # are not wired yet); imported late because nb201 registers its ops in the registry.
+    from search_spaces.nb201 import NB201_SPACE
+
+    SPACES["nb201"] = NB201_SPACE  # type: ignore[assignment]
+
+
+_register_nb201()
 
 
 def get_space(name: str) -> DartsSpace:

@@ -78,3 +78,61 @@ def test_cli_profile_json_and_errors(tmp_path, capsys) -> None:
 def test_profile_cpu_default_run(tmp_path) -> None:
     s = profile_hardware(load_profile("cpu"), SPACE, tmp_path / "c.jsonl", samples=20, log=quiet)
     assert s.written == 20 and abs(s.stability["relative_diff"]) < 0.5
+
+
+NB201_ROWS = [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
+     "skip_connect~2|", 6.7),
+    ("|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|"
+     "skip_connect~2|", 5.5),
+]
+
+
+@pytest.fixture
+def tmp_profiles(tmp_path, monkeypatch):
+    import shutil
+
+    import latency.hardware as hardware
+    import latency.importing as importing
+
+    d = tmp_path / "profiles"
+    shutil.copytree(hardware.profiles_dir(), d)
+    monkeypatch.setattr(hardware, "profiles_dir", lambda: d)
+    monkeypatch.setattr(importing, "profiles_dir", lambda: d)
+    return d
+
+
+def write_csv(path, rows, header="index,arch,gpu_ms"):
+    path.write_text(header + "\n" + "".join(f"{i},{a},{v}\n" for i, (a, v) in enumerate(rows)))
+    return path
+
+
+def test_import_csv_creates_an_imported_profile_and_samples(tmp_path, tmp_profiles,
+                                                            capsys) -> None:
+    csv_path = write_csv(tmp_path / "m.csv", NB201_ROWS)
+    out = tmp_path / "gpu.jsonl"
+    assert main(["profile", "import", str(csv_path), "--space", "nb201", "--latency-column",
+                 "gpu_ms", "--hardware", "some-gpu", "--kind", "cuda", "--out", str(out)]) == 0
+    rows = load_samples(out)
+    assert [r["latency_ms"] for r in rows] == [6.7, 5.5]
+    assert rows[0]["source"] == "imported" and rows[0]["space"] == "nb201"
+    assert load_profile("some-gpu").source == "imported"
+    assert (tmp_profiles / "some-gpu.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    "rows, column, needle",
+    [([("|nor_conv_9x9~0|+|none~0|none~1|+|none~0|none~1|none~2|", 1.0)], "gpu_ms",
+      "m.csv:2"),
+     ([(NB201_ROWS[0][0], "nan")], "gpu_ms", "finite positive"),
+     ([(NB201_ROWS[0][0], "fast")], "gpu_ms", "not a number"),
+     (NB201_ROWS, "cpu_ms", "no column 'cpu_ms'")],
+)
+def test_import_csv_errors_name_the_row(tmp_path, tmp_profiles, capsys, rows, column,
+                                        needle) -> None:
+    csv_path = write_csv(tmp_path / "m.csv", rows)
+    code = main(["profile", "import", str(csv_path), "--space", "nb201", "--latency-column",
+                 column, "--hardware", "g", "--kind", "cuda", "--out", str(tmp_path / "o.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1
+    assert not (tmp_path / "o.jsonl").exists()

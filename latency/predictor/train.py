@@ -21,7 +21,6 @@ from latency.predictor.features import layout_for_space
 from latency.predictor.metrics import report
 from latency.predictor.mlp import LatencyMLP, MLPConfig
 from latency.samples import SampleError
-from search_spaces.genotype import Genotype
 from search_spaces.space import get_space
 
 
@@ -31,14 +30,20 @@ def encode_rows(rows: Sequence[dict[str, Any]]) -> tuple[Any, np.ndarray, np.nda
     if len(spaces) != 1:
         raise SampleError(f"samples mix spaces {sorted(spaces)}; train one space at a time")
     space = get_space(spaces.pop())
-    X = np.stack([space.encode(Genotype.from_dict(r["arch"], source=f"sample {r['id']}"))
-                  for r in rows]).astype(np.float32)
+    X = np.stack([space.encode(space.parse(r["arch"])) for r in rows]).astype(np.float32)
     y = np.array([float(r["latency_ms"]) for r in rows], dtype=np.float64)
     return space, X, y
 
 
-def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split(n: int, test_fraction: float, seed: int, train_size: int | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, test) indices: `train_size` rows for training and all others held
+    out, or a `test_fraction` held out."""
     order = np.random.default_rng(seed).permutation(n)
+    if train_size is not None:
+        if not 0 < train_size < n:
+            raise SampleError(f"--train-size must be between 1 and {n - 1}, got {train_size}")
+        return np.sort(order[:train_size]), np.sort(order[train_size:])
     n_test = max(1, int(round(test_fraction * n)))
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
@@ -52,11 +57,20 @@ def train_predictor(
     seed: int = 0,
     baselines: Sequence[str] = tuple(BASELINES),
     config: MLPConfig | None = None,
+    train_size: int | None = None,
+    min_latency_ms: float | None = None,
 ) -> dict[str, Any]:
+    """`min_latency_ms` drops rows below it from training AND evaluation, and the report
+    counts them (e.g. published ARM latencies near zero for networks a runtime folded)."""
+    excluded = 0
+    if min_latency_ms is not None:
+        kept = [r for r in rows if float(r["latency_ms"]) >= min_latency_ms]
+        excluded = len(rows) - len(kept)
+        rows = kept
     if len(rows) < 10:
         raise SampleError(f"{len(rows)} samples are too few to train and hold out a test set")
     space, X, y = encode_rows(rows)
-    train, test = split(len(y), test_fraction, seed)
+    train, test = split(len(y), test_fraction, seed, train_size)
     layout = layout_for_space(space)
     mlp = LatencyMLP(layout, config or MLPConfig(seed=seed)).fit(X[train], y[train])
     mean, std = mlp.predict(X[test])
@@ -71,7 +85,8 @@ def train_predictor(
                           "n_test": int(len(test)), "seed": seed})
     summary = {
         "hardware": hardware, "space": space.name, "samples": dataset, "sources": sources,
-        "n_train": int(len(train)), "n_test": int(len(test)), "test_fraction": test_fraction,
+        "n_train": int(len(train)), "n_test": int(len(test)),
+        "excluded_below_min_latency": excluded, "min_latency_ms": min_latency_ms,
         "metrics": results, "mean_uncertainty_ms": float(np.mean(std)), "predictor": str(out),
     }
     out_dir = Path(out)

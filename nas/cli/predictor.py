@@ -26,7 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own)")
     p.add_argument("--out", help="predictor directory (default hardware_profiles/<name>.predictor)")
     p.add_argument("--predictor", help="predictor directory (eval)")
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="share of samples held out for the report (default 0.2)")
+    p.add_argument("--train-size", type=int,
+                   help="train on this many random samples, hold out all the others")
+    p.add_argument("--min-latency", type=float, metavar="MS",
+                   help="drop samples below MS from training and evaluation (counted)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(run=run)
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     out = Path(args.out) if args.out else default_predictor_path(profile.name)
     summary = train_predictor(_rows(files), out, profile.name, ", ".join(files),
-                              test_fraction=args.test_fraction, seed=args.seed)
+                              test_fraction=args.test_fraction, seed=args.seed,
+                              train_size=args.train_size, min_latency_ms=args.min_latency)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -71,5 +77,8 @@ def run(args: argparse.Namespace) -> int:
     for name, m in summary["metrics"].items():
         print(f"  {name:24s} {100 * m['mape']:6.2f}% {100 * m['within_5']:5.1f}% "
               f"{100 * m['within_10']:5.1f}% {m['kendall_tau']:6.3f}")
+    if summary["excluded_below_min_latency"]:
+        print(f"  {summary['excluded_below_min_latency']} samples below "
+              f"{summary['min_latency_ms']} ms excluded from training and evaluation")
     print(f"  report.json and calibration.png in {out}")
     return 0

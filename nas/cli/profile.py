@@ -10,7 +10,7 @@ from pathlib import Path
 from latency.hardware import load_profile, profile_names
 from latency.profiling import profile_hardware
 from latency.samples import merge_samples, parse_shard
-from search_spaces.space import SPACES, get_space
+from search_spaces.space import get_space
 
 
 def default_samples_path(hardware: str) -> Path:
@@ -29,10 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and append one row each to a sample file. A killed run resumes where it stopped. "
         "`nas profile merge FILE... --out FILE` joins shard files.",
     )
-    p.add_argument("action", nargs="?", choices=["merge"], help="merge shard files")
-    p.add_argument("files", nargs="*", help="shard files (with `merge`)")
+    p.add_argument("action", nargs="?", choices=["merge", "import"],
+                   help="merge shard files, or import a CSV of measurements made elsewhere")
+    p.add_argument("files", nargs="*", help="shard files (merge) or one CSV file (import)")
+    p.add_argument("--arch-column", default="arch", help="import: architecture column")
+    p.add_argument("--latency-column", help="import: latency column (milliseconds)")
+    p.add_argument("--kind", default="x86", help="import: device kind of a new profile "
+                   "(cpu, x86, arm, cuda)")
+    p.add_argument("--device", help="import: device description of a new profile")
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
-    p.add_argument("--space", choices=sorted(SPACES), default="darts")
+    p.add_argument("--space", default="darts",
+                   help="darts (profiling), or nb201 / darts for `import`")
     p.add_argument("--samples", type=int, default=200, help="architectures (default 200)")
     p.add_argument("--out", help="sample file (default hardware_profiles/<name>.samples.jsonl)")
     p.add_argument("--shard", default="1/1", help="I/N: profile every N-th sample from the I-th")
@@ -51,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"merged": n, "out": args.out}) if args.json
               else f"merged {n} samples into {args.out}")
         return 0
+    if args.action == "import":
+        return _import(args)
+    if args.space != "darts":
+        raise InputError(f"profiling samples the darts space; {args.space!r} data can be "
+                         "brought in with `nas profile import`")
     if not args.hardware:
         raise InputError("nas profile needs --hardware NAME")
     if args.samples < 1:
@@ -79,4 +91,19 @@ def run(args: argparse.Namespace) -> int:
         verdict = "within" if s.get("within_threshold") else "OUTSIDE"
         print(f"  drift check (DARTS_V2 at start and end): {100 * s['relative_diff']:+.1f}%, "
               f"{verdict} the noise threshold")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from latency.importing import ensure_imported_profile, import_csv
+    from search_spaces.errors import InputError
+
+    if len(args.files) != 1 or not args.hardware or not args.latency_column or not args.out:
+        raise InputError("nas profile import needs one CSV file, --hardware, "
+                         "--latency-column and --out")
+    ensure_imported_profile(args.hardware, args.kind, args.device or args.hardware, args.space)
+    n = import_csv(args.files[0], args.space, args.arch_column, args.latency_column,
+                   args.hardware, args.out)
+    print(json.dumps({"imported": n, "out": args.out, "hardware": args.hardware}) if args.json
+          else f"imported {n} samples ({args.space}, {args.latency_column}) into {args.out}")
     return 0
