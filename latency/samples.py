@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.errors import InputError
+from search_spaces.fileio import atomic_write_bytes
 
 REQUIRED = (
     "id", "space", "arch", "latency_ms", "hardware", "source", "backend",
@@ -143,10 +144,8 @@ def merge_samples(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLik
             rows.setdefault(r["id"], r)
     if len(keys) > 1:
         raise SampleError(f"cannot merge samples of different spaces/hardware: {sorted(keys)}")
-    out_path = Path(out)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text("".join(json.dumps(rows[i], sort_keys=True) + "\n" for i in sorted(rows)))
-    os.replace(tmp, out_path)
+    text = "".join(json.dumps(rows[i], sort_keys=True) + "\n" for i in sorted(rows))
+    atomic_write_bytes(out, text.encode())
     return len(rows)
 
 

@@ -23,13 +23,13 @@ import ast
 import json
 import operator
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from search_spaces.errors import GenotypeError, UnknownOperationError
+from search_spaces.fileio import atomic_write_bytes
 
 Edge = tuple[str, int]
 
@@ -426,20 +426,8 @@ def save_genotype(genotype: Genotype, path: str | os.PathLike[str]) -> Path:
         raise TypeError(f"save_genotype expects a Genotype, got {type(genotype).__name__}")
     target = Path(path)
     text = json.dumps(genotype.to_dict(), indent=2) + "\n"
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # os.open with 0o666 lets the umask decide permissions, like a plain open() would.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write_bytes(target, text.encode("utf-8"))
     except OSError as exc:
         raise GenotypeError(
             f"cannot write genotype to '{target}': {exc.strerror or exc}"

@@ -32,6 +32,7 @@ import torch
 from latency.predictor.features import FeatureLayout
 from latency.predictor.mlp import LatencyMLP, MLPConfig
 from search_spaces.errors import InputError
+from search_spaces.fileio import atomic_write_bytes
 
 FORMAT = "hw-nas-latency-predictor"
 VERSION = 1
@@ -44,16 +45,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(target, data)
 
 
 def save_predictor(
