@@ -49,3 +49,12 @@ def test_bad_inputs(tmp_path, capsys) -> None:
                           "does not exist")]:
         code, _, err = run_json(args, capsys)
         assert code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_search_on_a_measured_profile_measures_the_derived_genotype(tmp_path, capsys) -> None:
+    code = main(["search", "--hardware", "cpu", "--epochs", "1", "--channels", "4", "--layers",
+                 "3", "--limit", "64", "--out", str(tmp_path / "r"), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["latency"]["genotype_measured_latency_ms"] > 0
+    assert "torch-cpu" in summary["latency"]["measured_with"]

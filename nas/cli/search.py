@@ -125,6 +125,26 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any]:
     return terms, latency_probe(model, space, label)
 
 
+def measure_derived(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
+    """The derived genotype's deployed network timed here, when the profile is this machine."""
+    if not cfg.hardware:
+        return {}
+    profile = load_profile(cfg.hardware)
+    if profile.source != "measured":
+        return {}
+    from latency.measure import measure, prepare
+    from latency.simulate import deployed_network
+
+    _stderr(f"measuring the derived genotype's deployed network on {profile.name} ...")
+    model, shape = deployed_network(result.genotype, profile)
+    m = measure(prepare(profile.measurement.get("backend", "torch-cpu"), model, shape,
+                        batch_size=profile.batch_size, precision=profile.precision,
+                        threads=profile.threads or 1))
+    return {"genotype_measured_latency_ms": m.median_ms, "measured_spread": m.spread,
+            "measured_noisy": m.noisy, "measured_with": f"{m.backend}, batch {m.batch_size}, "
+            f"{m.threads} thread(s), {m.runs} runs, median"}
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -159,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_search(cfg, run_dir, terms=terms, resume=resume, log=_stderr, data=data,
                         probe=probe)
+    measured = measure_derived(cfg, result)
+    if measured:
+        result.summary.setdefault("latency", {}).update(measured)
+        run_dir.write_json("summary.json", result.summary)
     _print_summary(result, cfg, args.json)
     return 0
 
@@ -183,11 +207,14 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
               "summary.json)")
     if cfg.hardware:
         label = load_profile(cfg.hardware).label
-        lat = s.get("latency")
-        if lat:
+        lat = s.get("latency") or {}
+        if "genotype_predicted_latency_ms" in lat:
             print(f"  predicted latency on {cfg.hardware} ({label}): "
                   f"{lat['genotype_predicted_latency_ms']:.3f} ms for the derived genotype")
-        else:
+        if "genotype_measured_latency_ms" in lat:
+            print(f"  measured latency here: {lat['genotype_measured_latency_ms']:.3f} ms "
+                  f"({lat['measured_with']})")
+        if not lat:
             print(f"  hardware: {cfg.hardware} ({label} profile; no trained predictor yet, "
                   "so no latency figures)")
     print("  files: genotype.json, log.jsonl, arch_weights.jsonl, checkpoint.pt, summary.json")
