@@ -111,10 +111,10 @@ def profile_hardware(
     measure = None if profile.simulated else _measurer(profile, timing)
     check = None
     if measure is not None and todo:
-        from latency.measure import prepare, stability_check
+        from latency.measure import stability_check
 
         ref_model, shape = _deployed(DARTS_V2, profile)
-        check = stability_check(_prepare(prepare, profile, ref_model, shape), timing)
+        check = stability_check(profile_runner(profile, ref_model, shape), timing)
         check.start()
     started = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"profiling {profile.name} ({profile.label})",
@@ -146,15 +146,20 @@ def _simulate(genotype: Genotype, profile: HardwareProfile) -> tuple[float, dict
     return sim.ms, {"spread": 0.0, "noisy": False}
 
 
-def _prepare(prepare: Any, profile: HardwareProfile, model: Any, shape: Any) -> Any:
-    return prepare(profile.measurement.get("backend", "torch-cpu"), model, shape,
+def profile_runner(profile: HardwareProfile, model: Any, shape: Any,
+                   backend: str | None = None) -> Any:
+    """A timing Runner with the profile's measurement settings (backend, batch, precision,
+    threads); every measurement a profile's numbers come from is prepared here."""
+    from latency.measure import prepare
+
+    return prepare(backend or profile.measurement.get("backend", "torch-cpu"), model, shape,
                    batch_size=profile.batch_size, precision=profile.precision,
-                   threads=profile.threads)
+                   threads=profile.threads or 1)
 
 
 def _measurer(profile: HardwareProfile, timing: Any
               ) -> Callable[[list[Genotype]], list[tuple[float, dict[str, Any]]]]:
-    from latency.measure import fingerprint, measure_many, prepare
+    from latency.measure import fingerprint, measure_many
 
     fp = fingerprint()
 
@@ -162,7 +167,7 @@ def _measurer(profile: HardwareProfile, timing: Any
         runners = []
         for g in genotypes:
             model, shape = _deployed(g, profile)
-            runners.append(_prepare(prepare, profile, model, shape))
+            runners.append(profile_runner(profile, model, shape))
         out = []
         for m in measure_many(runners, config=timing):
             out.append((m.median_ms, {"spread": m.spread, "noisy": m.noisy, "repeats": m.runs,

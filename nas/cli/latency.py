@@ -30,14 +30,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _measure(model_or_path: Any, shape: tuple[int, ...], profile: Any, backend: str) -> dict:
-    from latency.measure import measure, prepare
+def _measure(model_or_path: Any, shape: tuple[int, ...], profile: Any,
+             backend: str | None) -> dict:
+    from latency.measure import measure
+    from latency.profiling import profile_runner
 
-    runner = prepare(backend, model_or_path, shape, batch_size=profile.batch_size,
-                     precision=profile.precision, threads=profile.threads or 1)
-    m = measure(runner)
+    m = measure(profile_runner(profile, model_or_path, shape, backend))
     return {"measured_ms": m.median_ms, "measured_spread": m.spread, "measured_noisy": m.noisy,
-            "measured_with": f"{backend}, batch {profile.batch_size}, "
+            "measured_with": f"{m.backend}, batch {profile.batch_size}, "
                              f"{profile.threads or 1} thread(s), {m.runs} runs, median"}
 
 
@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "
                              "this machine, so --measure cannot time it here")
         model, shape = deployed_network(genotype, profile)
-        result.update(_measure(model, shape, profile,
-                               profile.measurement.get("backend", "torch-cpu")))
+        result.update(_measure(model, shape, profile, None))
     return _print(result, args.json)
 
 

@@ -132,14 +132,13 @@ def measure_derived(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
     profile = load_profile(cfg.hardware)
     if profile.source != "measured":
         return {}
-    from latency.measure import measure, prepare
+    from latency.measure import measure
+    from latency.profiling import profile_runner
     from latency.simulate import deployed_network
 
     _stderr(f"measuring the derived genotype's deployed network on {profile.name} ...")
     model, shape = deployed_network(result.genotype, profile)
-    m = measure(prepare(profile.measurement.get("backend", "torch-cpu"), model, shape,
-                        batch_size=profile.batch_size, precision=profile.precision,
-                        threads=profile.threads or 1))
+    m = measure(profile_runner(profile, model, shape))
     return {"genotype_measured_latency_ms": m.median_ms, "measured_spread": m.spread,
             "measured_noisy": m.noisy, "measured_with": f"{m.backend}, batch {m.batch_size}, "
             f"{m.threads} thread(s), {m.runs} runs, median"}

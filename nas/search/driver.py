@@ -25,6 +25,7 @@ from nas.search.config import SearchConfig
 from nas.search.loop import arch_entropy, cosine_lr, evaluate, train_epoch
 from nas.search.pdarts import prune_edge_ops, skip_dropout_rate
 from search_spaces.derive import restrict_skip_connects, skip_count
+from search_spaces.errors import InputError
 from search_spaces.genotype import Genotype, save_genotype
 from search_spaces.space import get_space
 from search_spaces.supernet import SuperNet
@@ -149,8 +150,6 @@ class Search:
             torch.set_rng_state(state["rng"])
             self.val_stream = cycle(self.val_batches, *state["val_stream"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            from search_spaces.errors import InputError
-
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise InputError(
                 f"checkpoint {self.run.path} does not match this search: {first}"
