@@ -14,8 +14,8 @@ from nas.run_dir import RunDir
 from nas.search.architect import Architect, ArchLossTerm
 from nas.search.config import preset_config
 from nas.search.driver import Search, run_search
-from nas.search.loop import cosine_lr
 from nas.search.pdarts import prune_edge_ops, skip_dropout_rate
+from nas.training import cosine_lr
 from search_spaces.derive import derive_cell, restrict_skip_connects
 from search_spaces.errors import InputError
 from search_spaces.ops import DARTS_PRIMITIVES

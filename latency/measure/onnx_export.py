@@ -14,6 +14,7 @@ at ``path`` untouched.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import os
@@ -128,7 +129,9 @@ def export_onnx(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(0))
-    wrapper = LogitsOnly(model)
+    # A channels-last network (as trained here) makes torch.export specialise the batch
+    # axis; the file is the same either way, so export a contiguous copy.
+    wrapper = LogitsOnly(copy.deepcopy(model).to(memory_format=torch.contiguous_format))
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".onnx-export-") as tmp:
         partial = Path(tmp) / target.name
         try:

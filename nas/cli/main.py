@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from nas import __version__
-from nas.cli import info, latency, predictor, profile, search
+from nas.cli import info, latency, predictor, profile, retrain, search
 from search_spaces.errors import InputError
 
 COMMANDS = {
     "search": search,
+    "retrain": retrain,
     "info": info,
     "profile": profile,
     "predictor": predictor,

@@ -22,8 +22,9 @@ from nas.data.spec import DatasetSplits
 from nas.run_dir import ARCH_LOG, LOG, RunDir
 from nas.search.architect import Architect, ArchLossTerm
 from nas.search.config import SearchConfig
-from nas.search.loop import arch_entropy, cosine_lr, evaluate, train_epoch
+from nas.search.loop import arch_entropy, train_epoch
 from nas.search.pdarts import prune_edge_ops, skip_dropout_rate
+from nas.training import cosine_lr, evaluate
 from search_spaces.derive import restrict_skip_connects, skip_count
 from search_spaces.errors import InputError
 from search_spaces.genotype import Genotype, save_genotype

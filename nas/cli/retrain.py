@@ -1,0 +1,196 @@
+"""`nas retrain`: train a genotype's network from scratch, report, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from latency.hardware import load_profile, profile_names
+from nas import __version__
+from nas.data.registry import dataset_names, load_dataset
+from nas.retrain.config import PRESETS, RetrainConfig, preset_config, validate_config
+from nas.retrain.export import ONNX_FILE, STATE_DICT, export_network_onnx, save_state_dict
+from nas.retrain.report import (
+    format_report,
+    measured_latency_here,
+    network_size,
+    predicted_latency,
+)
+from nas.retrain.trainer import Retrainer
+from nas.run_dir import RunDir
+from nas.search.config import default_preset
+from search_spaces.errors import InputError
+from search_spaces.genotype import Genotype, load_genotype, save_genotype
+from search_spaces.genotype_library import published_names, resolve_genotype
+from search_spaces.space import get_space
+
+GENOTYPE_FILE = "genotype.json"
+REPORT_FILE = "report.json"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrain",
+        help="train a genotype's network from scratch (DARTS evaluation recipe)",
+        description="Train the discrete network of a genotype from scratch with the DARTS "
+        "evaluation recipe (SGD, cosine schedule, auxiliary head, cutout, drop-path), then "
+        "report test accuracy, size and latency, and export a state dict and ONNX. On the "
+        "embedded digits dataset a small preset finishes in about a minute.",
+    )
+    p.add_argument("--genotype", help=f"published name ({', '.join(published_names())}) or a "
+                   "genotype file (genotype.json from `nas search`, or a DARTS literal)")
+    p.add_argument("--dataset", choices=dataset_names(), default="digits",
+                   help="digits (embedded, default) or cifar10 (needs --data-dir)")
+    p.add_argument("--data-dir", help="directory of the CIFAR-10 python batches")
+    p.add_argument("--hardware",
+                   help=f"profile to predict latency for ({', '.join(profile_names())})")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="small (default on digits) or paper (default otherwise)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--channels", type=int, help="initial channels")
+    p.add_argument("--layers", type=int, help="cells")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--drop-path", type=float, help="final drop-path probability")
+    p.add_argument("--cutout", type=int, help="cutout square side in pixels (0: off)")
+    p.add_argument("--limit", type=int, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-measure", action="store_true",
+                   help="do not time the trained network on this machine")
+    p.add_argument("--out", help="run directory (default results/<time>-retrain-<genotype>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the retrain in DIR")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(run=run)
+
+
+def config_from_args(args: argparse.Namespace) -> RetrainConfig:
+    preset = args.preset or default_preset(args.dataset)
+    cfg = preset_config(preset).with_overrides(
+        dataset=args.dataset, data_dir=args.data_dir, hardware=args.hardware, seed=args.seed,
+        epochs=args.epochs, init_channels=args.channels, layers=args.layers,
+        batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, cutout=args.cutout,
+        data_limit=args.limit,
+    )
+    if cfg.dataset == "cifar10" and not cfg.data_dir:
+        raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
+    validate_config(cfg)
+    return cfg
+
+
+def _genotype(name_or_path: str) -> Genotype:
+    genotype = resolve_genotype(name_or_path)
+    genotype.validate(get_space("darts").op_names)  # unknown op names fail here, one line
+    return genotype
+
+
+def _genotype_name(arg: str) -> str:
+    return arg if arg in published_names() else Path(arg).stem
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _open_resume(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Genotype, str]:
+    run_dir = RunDir.open(args.resume)
+    saved = run_dir.config()
+    if "retrain" not in saved:
+        raise InputError(f"{run_dir.path} is not a retrain run (no 'retrain' in config.json)")
+    cfg = RetrainConfig.from_dict(saved["retrain"])
+    genotype = load_genotype(run_dir.path / GENOTYPE_FILE)
+    if args.genotype and _genotype(args.genotype) != genotype:
+        raise InputError(f"--genotype {args.genotype} is not the genotype {run_dir.path} was "
+                         "trained for; drop --genotype to resume it")
+    return run_dir, cfg, genotype, saved.get("genotype_name", "genotype")
+
+
+def _create(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Genotype, str, Any]:
+    if not args.genotype:
+        raise InputError("--genotype NAME|PATH is required (or --resume DIR)")
+    genotype = _genotype(args.genotype)
+    cfg = config_from_args(args)
+    profile = load_profile(cfg.hardware) if cfg.hardware else None
+    data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
+    name = _genotype_name(args.genotype)
+    out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-retrain-{name}"
+    spec = data.spec
+    config = {
+        "retrain": cfg.to_dict(),
+        "genotype": genotype.to_dict(),
+        "genotype_name": name,
+        "genotype_source": args.genotype,
+        "dataset_spec": {"name": spec.name, "in_channels": spec.in_channels,
+                         "image_size": spec.image_size, "num_classes": spec.num_classes},
+        "hardware_profile": profile.to_dict() if profile else None,
+        "nas_version": __version__,
+        "command": ["nas", *sys.argv[1:]],
+    }
+    run_dir = RunDir.create(out, config)
+    save_genotype(genotype, run_dir.path / GENOTYPE_FILE)
+    return run_dir, cfg, genotype, name, data
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        run_dir, cfg, genotype, name = _open_resume(args)
+        if cfg.hardware:
+            load_profile(cfg.hardware)
+        data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
+    else:
+        run_dir, cfg, genotype, name, data = _create(args)
+    args.resume_hint = f"nas retrain --resume {run_dir.path}"
+    trainer = Retrainer(cfg, genotype, run_dir, data, log=_stderr)
+    if args.resume and run_dir.has_checkpoint():
+        trainer.restore()
+    _stderr(f"retraining {name} on {cfg.dataset} ({cfg.preset} preset: {cfg.layers} cells, "
+            f"{cfg.init_channels} channels, {cfg.epochs} epochs) -> {run_dir.path}")
+    result = trainer.run_all()
+    assert result is not None
+    report = _finish(args, run_dir, cfg, genotype, name, trainer, result, data.spec)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genotype: Genotype,
+            name: str, trainer: Retrainer, result: Any, spec: Any) -> dict[str, Any]:
+    net = trainer.net.eval()
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+    save_state_dict(net, run_dir.path / STATE_DICT)
+    onnx_note = export_network_onnx(net, shape, run_dir.path / ONNX_FILE)
+    if onnx_note:
+        _stderr(f"note: no ONNX export: {onnx_note}")
+    files = [GENOTYPE_FILE, STATE_DICT] + ([] if onnx_note else [ONNX_FILE])
+    report: dict[str, Any] = {
+        "run_dir": str(run_dir.path),
+        "genotype_name": name,
+        "genotype": genotype.to_dict(),
+        "dataset": cfg.dataset,
+        "network": {"layout": "cifar", "channels": cfg.init_channels, "layers": cfg.layers,
+                    "input": list(shape), "num_classes": spec.num_classes},
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "test_acc": result.test_acc,
+        "test_loss": result.test_loss,
+        "test_images": result.test_images,
+        "train_seconds_this_session": result.seconds_this_session,
+        **network_size(net, shape),
+        "predicted_latency": predicted_latency(genotype, cfg.hardware) if cfg.hardware else None,
+    }
+    if args.no_measure:
+        report["measured_latency"] = {"skipped": "--no-measure"}
+    else:
+        _stderr("measuring the trained network on this machine ...")
+        report["measured_latency"] = measured_latency_here(
+            net, shape, None if onnx_note else run_dir.path / ONNX_FILE)
+    if onnx_note:
+        report["onnx_note"] = onnx_note
+    report["files"] = files + [REPORT_FILE, "log.jsonl", "checkpoint.pt", "config.json"]
+    run_dir.write_json(REPORT_FILE, report)
+    return report

@@ -1,0 +1,1 @@
+"""Retraining a discovered (or published) genotype from scratch: the DARTS evaluation recipe."""

@@ -1,0 +1,127 @@
+"""The final report of a retrain: how good, how big, how fast, and how each number was got.
+
+Latency appears twice, and the two must never be confused:
+- *predicted* for the chosen hardware profile: the profile's predictor applied to the
+  genotype. It describes the profile's deployed network (its dataset shape, cells,
+  channels, batch), labelled `measured-model` when the predictor learned measurements and
+  `simulated` when it learned the roofline simulator's output;
+- *measured* here: this retrained network, timed on the machine in hand with the `cpu`
+  profile's timing rules (METHODS 8), with PyTorch and, when installed, ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from latency.hardware import HardwareProfile, load_profile
+from search_spaces.complexity import count_macs, count_parameters
+from search_spaces.genotype import Genotype
+
+#: the profile whose timing rules (batch, threads, precision, repeats) measure "here"
+HERE_PROFILE = "cpu"
+
+
+def predicted_label(profile: HardwareProfile) -> str:
+    """`simulated` for roofline-simulated profiles, `measured-model` for predictors that
+    learned real measurements (made here or imported)."""
+    return "simulated" if profile.source == "simulated" else "measured-model"
+
+
+def describe_deployed(profile: HardwareProfile) -> str:
+    net = profile.network
+    shape = "x".join(str(s) for s in profile.input_shape)
+    return (f"{profile.name}'s deployed network: {net.get('layout', 'cifar')} layout, input "
+            f"{shape}, {net['layers']} cells, {net['channels']} channels, batch "
+            f"{profile.batch_size}, {profile.precision}")
+
+
+def predicted_latency(genotype: Genotype, hardware: str) -> dict[str, Any]:
+    """The profile's predictor on this genotype, or why there is no prediction."""
+    from latency.predictor.artifact import load_predictor
+    from nas.cli.predictor import default_predictor_path
+    from search_spaces.space import get_space
+
+    profile = load_profile(hardware)
+    out: dict[str, Any] = {"hardware": profile.name, "label": predicted_label(profile),
+                           "refers_to": describe_deployed(profile), "ms": None}
+    path = default_predictor_path(profile.name)
+    if not (path / "predictor.json").is_file():
+        out["note"] = (f"no predictor at {path}; run `nas profile --hardware {profile.name}` "
+                       f"and `nas predictor train --hardware {profile.name}`")
+        return out
+    space = get_space("darts")
+    mlp, _ = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    mean, std = mlp.predict(space.encode(genotype)[None].astype(np.float32))
+    out.update({"ms": float(mean[0]), "std_ms": float(std[0]), "predictor": str(path)})
+    return out
+
+
+def _how(m: Any, cpu_model: str, runtime: str) -> str:
+    return (f"{runtime} on this machine's CPU ({cpu_model}), batch {m.batch_size}, "
+            f"{m.threads} thread(s), {m.precision}, median of {m.runs} timed runs after "
+            f"warm-up, spread (IQR/median) {100 * m.spread:.1f}%"
+            f"{', NOISY' if m.noisy else ''}")
+
+
+def measured_latency_here(net: nn.Module, input_shape: tuple[int, ...],
+                          onnx_path: Path | None = None) -> dict[str, Any]:
+    """This network timed here with PyTorch eager, and its ONNX file with ONNX Runtime."""
+    from latency.measure import fingerprint, measure, prepare
+    from latency.measure.onnx_export import has_module
+
+    here = load_profile(HERE_PROFILE)
+    cpu_model = fingerprint().get("cpu_model", "unknown CPU")
+    shape = "x".join(str(s) for s in input_shape)
+    out: dict[str, Any] = {"network": f"this retrained network, input {shape}"}
+    runner = prepare("torch-cpu", net.eval(), input_shape, batch_size=here.batch_size,
+                     precision=here.precision, threads=here.threads or 1)
+    m = measure(runner)
+    out["torch"] = {"ms": m.median_ms, "spread": m.spread, "noisy": m.noisy,
+                    "how": _how(m, cpu_model, "PyTorch eager (torch-cpu)")}
+    if onnx_path is not None and onnx_path.is_file() and has_module("onnxruntime"):
+        runner = prepare("onnxruntime-cpu", str(onnx_path), input_shape,
+                         batch_size=here.batch_size, precision=here.precision,
+                         threads=here.threads or 1)
+        m = measure(runner)
+        out["onnxruntime"] = {"ms": m.median_ms, "spread": m.spread, "noisy": m.noisy,
+                              "how": _how(m, cpu_model, "ONNX Runtime (onnxruntime-cpu)")}
+    return out
+
+
+def network_size(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """Parameters and multiply-accumulates of the deployed network (no auxiliary head)."""
+    return {"params": count_parameters(net), "macs": count_macs(net, input_shape)}
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """One terminal screen."""
+    lines = [
+        f"retrained {r['genotype_name']} on {r['dataset']} ({r['network']['layers']} cells, "
+        f"{r['network']['channels']} channels, {r['epochs']} epochs) -> {r['run_dir']}",
+        f"  test accuracy:         {100 * r['test_acc']:.2f}% ({r['test_images']} held-out "
+        "images, evaluated once after training)",
+        f"  parameters:            {r['params']:,} (auxiliary head excluded)",
+        f"  multiply-accumulates:  {r['macs']:,} per image",
+    ]
+    p = r.get("predicted_latency")
+    if p:
+        if p.get("ms") is not None:
+            lines.append(f"  predicted latency:     {p['ms']:.3f} ms +/- {p['std_ms']:.3f} on "
+                         f"{p['hardware']} ({p['label']}; {p['refers_to']})")
+        else:
+            lines.append(f"  predicted latency:     none for {p['hardware']}: {p['note']}")
+    m = r.get("measured_latency") or {}
+    for key in ("torch", "onnxruntime"):
+        if key in m:
+            lines.append(f"  measured here:         {m[key]['ms']:.3f} ms ({m[key]['how']})")
+    if m.get("skipped"):
+        lines.append(f"  measured here:         skipped ({m['skipped']})")
+    files = ", ".join(r["files"])
+    lines.append(f"  files: {files}")
+    if r.get("onnx_note"):
+        lines.append(f"  (no ONNX file: {r['onnx_note']})")
+    return "\n".join(lines)

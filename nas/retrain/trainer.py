@@ -1,0 +1,196 @@
+"""Training a discrete network from scratch, checkpointed every epoch.
+
+The loop is DARTS `train.py`: per epoch the cosine learning rate and a drop-path
+probability that rises linearly from 0 (`drop_path * epoch / epochs`), cross-entropy on
+the logits plus `auxiliary_weight` times the auxiliary head's, gradient clipping, SGD.
+The held-out test split is touched once, after the last epoch; nothing during training
+looks at it, so the reported test accuracy is not selected on.
+
+A checkpoint after every epoch holds the weights, the optimiser, the RNG (drop-path
+masks come from it) and the genotype; batches are a pure function of (seed, epoch), so a
+resumed run continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from nas.data.batches import Batches
+from nas.data.registry import train_augment
+from nas.data.spec import DatasetSplits
+from nas.retrain.config import RetrainConfig
+from nas.run_dir import LOG, RunDir
+from nas.training import cosine_lr, evaluate, to_layout
+from search_spaces.errors import InputError
+from search_spaces.genotype import Genotype
+from search_spaces.space import get_space
+
+Log = Callable[[str], None]
+#: images per batch when evaluating (no gradients, so larger than training batches)
+EVAL_BATCH = 256
+
+
+def build_network(genotype: Genotype, cfg: RetrainConfig, in_channels: int,
+                  num_classes: int) -> nn.Module:
+    """The discrete network a retrain trains (CIFAR layout: it fits 8x8 and 32x32 inputs)."""
+    return get_space("darts").build_network(
+        genotype, cfg.init_channels, cfg.layers, num_classes, in_channels,
+        layout="cifar", auxiliary=cfg.auxiliary,
+    )
+
+
+def drop_path_probability(cfg: RetrainConfig, epoch: int) -> float:
+    """DARTS `train.py`: `drop_path_prob * epoch / epochs`, set at the start of each epoch."""
+    return cfg.drop_path * epoch / cfg.epochs
+
+
+@dataclass
+class TrainResult:
+    test_loss: float
+    test_acc: float
+    test_images: int
+    seconds_this_session: float
+
+
+class Retrainer:
+    """One retraining run: a network, its optimiser, and where it is in the schedule."""
+
+    def __init__(
+        self,
+        cfg: RetrainConfig,
+        genotype: Genotype,
+        run: RunDir,
+        data: DatasetSplits,
+        log: Log = print,
+        channels_last: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.genotype = genotype
+        self.run = run
+        self.log = log
+        self.channels_last = channels_last
+        self.spec = data.spec
+        torch.manual_seed(cfg.seed)
+        net = build_network(genotype, cfg, data.spec.in_channels, data.spec.num_classes)
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        self.train_batches = Batches(
+            data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed,
+            augment=train_augment(data.spec, cfg.cutout),
+        )
+        self.test_batches = Batches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False, seed=0)
+        self.num_test = data.num_test
+        self.epoch = 0  # next epoch to run
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "kind": "retrain",
+            "epoch": self.epoch,
+            "genotype": self.genotype.to_dict(),
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+
+    def restore(self) -> None:
+        """Continue from the run's checkpoint; one-line errors for a foreign or bad one."""
+        state = self.run.load_checkpoint()
+        where = self.run.path / "checkpoint.pt"
+        if state.get("kind") != "retrain":
+            raise InputError(f"checkpoint {where} is not a retrain checkpoint")
+        if state.get("genotype") != self.genotype.to_dict():
+            raise InputError(
+                f"checkpoint {where} was trained for a different genotype than "
+                f"{self.run.path / 'genotype.json'}"
+            )
+        try:
+            self.net.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            self.epoch = int(state["epoch"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(f"checkpoint {where} does not match this network: {first}") from None
+        self.run.truncate_logs({LOG: state["log_lines"].get(LOG, 0)})
+        self.log(f"resuming {self.run.path} at epoch {self.epoch + 1}/{self.cfg.epochs}")
+
+    # ------------------------------------------------------------------ running
+
+    def run_all(self, stop_after: int | None = None) -> TrainResult | None:
+        """Train the remaining epochs, then evaluate on the test split once.
+
+        `stop_after` ends the session after that many epochs without evaluating (as a
+        kill would); it exists so tests can check that resuming changes nothing.
+        """
+        started = time.perf_counter()
+        done = 0
+        while self.epoch < self.cfg.epochs:
+            if stop_after is not None and done >= stop_after:
+                return None
+            self._run_epoch()
+            self.epoch += 1
+            done += 1
+            self.run.save_checkpoint(self._state())
+        test_loss, test_acc = evaluate(self.net, self.test_batches, self.channels_last)
+        return TrainResult(test_loss, test_acc, self.num_test, time.perf_counter() - started)
+
+    def _run_epoch(self) -> None:
+        cfg, net = self.cfg, self.net
+        t0 = time.perf_counter()
+        lr = cosine_lr(self.epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        drop_prob = drop_path_probability(cfg, self.epoch)
+        net.drop_path_prob = drop_prob
+        net.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        params = [p for p in net.parameters() if p.requires_grad]
+        desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
+        bar = tqdm(self.train_batches.epoch(self.epoch), total=len(self.train_batches),
+                   desc=desc, leave=False, disable=None)
+        for x, y in bar:
+            logits, logits_aux = net(to_layout(x, self.channels_last))
+            loss = F.cross_entropy(logits, y)
+            total = loss
+            if logits_aux is not None:
+                total = loss + cfg.auxiliary_weight * F.cross_entropy(logits_aux, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            self.optimizer.step()
+            loss_sum += float(loss.detach()) * y.shape[0]
+            correct += int((logits.detach().argmax(1) == y).sum())
+            seen += y.shape[0]
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        if not torch.isfinite(torch.tensor(loss_sum)):
+            raise InputError(
+                f"training diverged at epoch {self.epoch + 1} (loss is not finite); "
+                "try a lower --lr"
+            )
+        record = {
+            "epoch": self.epoch,
+            "lr": lr,
+            "drop_path_prob": drop_prob,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": correct / max(seen, 1),
+            "seconds": time.perf_counter() - t0,
+        }
+        self.run.append(LOG, record)
+        self.log(
+            f"epoch {self.epoch + 1}/{cfg.epochs}: lr {lr:.4f} drop_path {drop_prob:.3f} "
+            f"train_loss {record['train_loss']:.3f} train_acc {record['train_acc']:.3f} "
+            f"({record['seconds']:.1f}s)"
+        )

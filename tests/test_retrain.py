@@ -1,0 +1,230 @@
+"""`nas retrain`: the schedule, exact resume, the report, the exports, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas.cli.main import main
+from nas.data.registry import load_dataset
+from nas.retrain.config import SMALL, RetrainConfig
+from nas.retrain.export import load_trained
+from nas.retrain.trainer import Retrainer, drop_path_probability
+from nas.run_dir import RunDir
+from search_spaces.genotype_library import DARTS_V1, DARTS_V2
+
+torch.set_num_threads(1)
+
+TINY = ["--epochs", "2", "--channels", "4", "--layers", "3", "--limit", "64",
+        "--batch-size", "32", "--no-measure"]
+
+
+def tiny_cfg(epochs: int = 3) -> RetrainConfig:
+    return SMALL.with_overrides(epochs=epochs, init_channels=4, layers=3, batch_size=32,
+                                data_limit=64)
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def test_schedule_is_darts_train_py() -> None:
+    cfg = SMALL.with_overrides(epochs=10, drop_path=0.2)
+    assert [drop_path_probability(cfg, e) for e in (0, 5, 9)] == pytest.approx([0, 0.1, 0.18])
+    from nas.training import cosine_lr
+    assert cosine_lr(0, 10, 0.025, 0.0) == pytest.approx(0.025)
+    assert cosine_lr(5, 10, 0.025, 0.0) == pytest.approx(0.0125)
+    assert cosine_lr(10, 10, 0.025, 0.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_auxiliary_head_enters_the_loss_with_weight_0_4(tmp_path) -> None:
+    data = load_dataset("digits", limit=32)
+    cfg = tiny_cfg(1).with_overrides(batch_size=32, drop_path=0.0, cutout=0)
+    trainer = Retrainer(cfg, DARTS_V2, RunDir.create(tmp_path / "r", {}), data, log=lambda m: None)
+    net = trainer.net
+    net.train()
+    x, y = data.train_x[:32], data.train_y[:32]
+    logits, aux = net(x)
+    assert aux is not None and aux.shape == (32, 10)
+    net.eval()
+    logits_eval, aux_eval = net(x)
+    assert aux_eval is None and logits_eval.shape == (32, 10)
+
+
+def test_killed_retrain_resumes_to_the_same_weights(tmp_path) -> None:
+    data = load_dataset("digits", limit=64)
+    quiet = lambda m: None  # noqa: E731
+    full = Retrainer(tiny_cfg(), DARTS_V2, RunDir.create(tmp_path / "a", {}), data, log=quiet)
+    full.run_all()
+
+    run = RunDir.create(tmp_path / "b", {})
+    first = Retrainer(tiny_cfg(), DARTS_V2, run, data, log=quiet)
+    assert first.run_all(stop_after=1) is None
+    run.append("log.jsonl", {"epoch": 99, "written_after_the_checkpoint": True})
+    second = Retrainer(tiny_cfg(), DARTS_V2, RunDir.open(run.path), data, log=quiet)
+    torch.manual_seed(1234)  # the resumed RNG must come from the checkpoint, not from here
+    second.restore()
+    second.run_all()
+
+    for k, v in full.net.state_dict().items():
+        assert torch.equal(v, second.net.state_dict()[k]), k
+    strip = [{k: v for k, v in r.items() if k != "seconds"}
+             for r in RunDir(tmp_path / "a").read_jsonl("log.jsonl")]
+    assert [{k: v for k, v in r.items() if k != "seconds"}
+            for r in run.read_jsonl("log.jsonl")] == strip
+    assert len(strip) == 3
+
+
+def test_cli_end_to_end_report_state_dict_and_onnx(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["retrain", "--genotype", "DARTS_V2", "--hardware", "p100",
+                                 *TINY, "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)  # exactly one JSON object on stdout
+    assert report == json.loads((out / "report.json").read_text())
+    assert 0.0 <= report["test_acc"] <= 1.0 and report["test_images"] == 360
+    code, info, _ = run_cli(["info", "DARTS_V2", "--dataset", "digits", "--channels", "4",
+                             "--layers", "3", "--json"], capsys)
+    sizes = json.loads(info)
+    assert (report["params"], report["macs"]) == (sizes["params"], sizes["macs"])
+    pred = report["predicted_latency"]
+    assert pred["label"] == "simulated" and pred["ms"] > 0 and "3x32x32" in pred["refers_to"]
+    assert report["measured_latency"] == {"skipped": "--no-measure"}
+    assert len(RunDir(out).read_jsonl("log.jsonl")) == 2
+
+    # the state dict loads without unpickling objects and rebuilds the same network
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    net, cfg, genotype = load_trained(out)
+    assert genotype == DARTS_V2 and cfg.layers == 3
+    data = load_dataset("digits")
+    x = data.test_x[:16]
+    with torch.no_grad():
+        logits, _ = net(x)
+    acc = float((net(data.test_x)[0].argmax(1) == data.test_y).float().mean())
+    assert math.isclose(acc, report["test_acc"], abs_tol=1e-6)
+
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(None, {"input": x.numpy()})
+    assert onnx_logits.shape == (16, 10)
+    assert torch.allclose(torch.from_numpy(onnx_logits), logits, atol=1e-4, rtol=1e-4)
+
+
+def test_measured_latency_says_how_it_was_measured(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    args = [a for a in TINY if a != "--no-measure"]
+    code, stdout, err = run_cli(["retrain", "--genotype", "DARTS_V1", *args, "--epochs", "1",
+                                 "--out", str(out)], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    torch_m = report["measured_latency"]["torch"]
+    assert torch_m["ms"] > 0 and "batch 1" in torch_m["how"] and "1 thread" in torch_m["how"]
+    assert report["predicted_latency"] is None
+    assert "test accuracy" in stdout and "measured here" in stdout
+
+
+def test_resume_of_a_finished_run_reports_again_without_training(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert run_cli(["retrain", "--genotype", "DARTS_V2", *TINY, "--out", str(out)], capsys)[0] == 0
+    before = json.loads((out / "report.json").read_text())
+    code, _, err = run_cli(["retrain", "--resume", str(out), "--no-measure", "--json"], capsys)
+    assert code == 0, err
+    after = json.loads((out / "report.json").read_text())
+    assert after["test_acc"] == before["test_acc"] and "epoch 1/" not in err
+    assert len(RunDir(out).read_jsonl("log.jsonl")) == 2
+
+
+def _one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error:"), err
+    assert needle in err, err
+
+
+def test_unknown_op_in_genotype_is_one_line_and_writes_nothing(tmp_path, capsys) -> None:
+    bad = DARTS_V2.to_dict()
+    bad["normal"][0][0] = "conv_9x9"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    code, _, err = run_cli(["retrain", "--genotype", str(path), *TINY,
+                            "--out", str(tmp_path / "out")], capsys)
+    _one_line_error(code, err, "conv_9x9")
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_checkpoint_is_one_line_and_leaves_files_alone(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert run_cli(["retrain", "--genotype", "DARTS_V2", *TINY, "--out", str(out)], capsys)[0] == 0
+    (out / "checkpoint.pt").write_bytes(b"not a zip archive")
+    before = snapshot(out)
+    code, _, err = run_cli(["retrain", "--resume", str(out), "--no-measure"], capsys)
+    _one_line_error(code, err, "corrupt checkpoint")
+    assert snapshot(out) == before
+
+
+def test_checkpoint_of_another_genotype_is_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert run_cli(["retrain", "--genotype", "DARTS_V2", *TINY, "--out", str(out)], capsys)[0] == 0
+    before = snapshot(out)
+    code, _, err = run_cli(["retrain", "--resume", str(out), "--genotype", "DARTS_V1"], capsys)
+    _one_line_error(code, err, "not the genotype")
+    assert snapshot(out) == before
+
+    # a checkpoint copied in from a run of another genotype
+    other = tmp_path / "other"
+    assert run_cli(["retrain", "--genotype", "DARTS_V1", *TINY, "--out", str(other)],
+                   capsys)[0] == 0
+    (out / "checkpoint.pt").write_bytes((other / "checkpoint.pt").read_bytes())
+    before = snapshot(out)
+    code, _, err = run_cli(["retrain", "--resume", str(out), "--no-measure"], capsys)
+    _one_line_error(code, err, "different genotype")
+    assert snapshot(out) == before
+    assert DARTS_V1 != DARTS_V2
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["retrain"], "--genotype"),
+        (["retrain", "--genotype", "NOPE"], "unknown genotype"),
+        (["retrain", "--genotype", "DARTS_V2", "--hardware", "abacus"], "unknown hardware"),
+        (["retrain", "--genotype", "DARTS_V2", "--epochs", "0"], "--epochs"),
+        (["retrain", "--genotype", "DARTS_V2", "--drop-path", "1.5"], "--drop-path"),
+        (["retrain", "--resume", "/nonexistent/run"], "cannot resume"),
+    ],
+)
+def test_bad_arguments(args, needle, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(args, capsys)
+    _one_line_error(code, err, needle)
+    assert not (tmp_path / "results").exists()
+
+
+def test_existing_output_directory_is_not_overwritten(tmp_path, capsys) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(["retrain", "--genotype", "DARTS_V2", *TINY, "--out", str(out)],
+                           capsys)
+    _one_line_error(code, err, "not empty")
+    assert (out / "notes.txt").read_text() == "keep me" and len(list(out.iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_small_preset_reaches_95_percent_on_digits(tmp_path, capsys) -> None:
+    """Issue 4's quality bar (about a minute): DARTS_V2, small preset, held-out digits."""
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["retrain", "--genotype", "DARTS_V2", "--no-measure",
+                                 "--out", str(out), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["test_acc"] >= 0.95
