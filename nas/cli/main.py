@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from nas import __version__
-from nas.cli import info, latency, predictor, profile, retrain, search
+from nas.cli import info, latency, predictor, profile, report, retrain, search
 from search_spaces.errors import InputError
 
 COMMANDS = {
@@ -23,6 +23,7 @@ COMMANDS = {
     "profile": profile,
     "predictor": predictor,
     "latency": latency,
+    "report": report,
 }
 
 

@@ -1,0 +1,201 @@
+"""Reading a run directory for a report: what kind of run it is and what it holds.
+
+Everything is read and checked here, before any picture is drawn, so a bad file gives one
+`InputError` line and no partial report. Nothing in the run directory is ever written.
+
+The kind comes from `config.json`: a search run has a ``"search"`` key, a retrain run a
+``"retrain"`` key. If both are present the run is a retrain: a retrain may well record the
+search it came from, but a search never records a retrain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search_spaces.errors import GenotypeError, InputError
+from search_spaces.genotype import Genotype, load_genotype, parse_darts_literal
+from search_spaces.nb201 import Nb201Arch, parse_arch
+
+CONFIG = "config.json"
+LOG = "log.jsonl"
+ARCH_LOG = "arch_weights.jsonl"
+GENOTYPE = "genotype.json"
+FINAL = "report.json"
+
+#: A cell to draw: a DARTS genotype or a NAS-Bench-201 architecture.
+Cell = Genotype | Nb201Arch
+
+
+@dataclass
+class Run:
+    """Everything a report needs from one run directory, already validated."""
+
+    path: Path
+    kind: str  # "search" | "retrain"
+    config: dict[str, Any]
+    space: str  # "darts" | "nb201"
+    log: list[dict[str, Any]] = field(default_factory=list)
+    arch: list[dict[str, Any]] = field(default_factory=list)
+    genotype: Cell | None = None
+    genotype_source: str | None = None
+    final: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The run's own settings block (``config["search"]`` or ``config["retrain"]``)."""
+        block = self.config.get(self.kind)
+        return block if isinstance(block, dict) else {}
+
+
+def read_json(path: Path) -> Any:
+    """One JSON document; any failure is one line naming the file (and the line)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from None
+    except RecursionError:
+        raise InputError(f"{path} is not valid JSON: nested too deeply") from None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines log, blank lines skipped; a missing file is empty.
+
+    A line that is not a JSON object is an error naming the file and the line number,
+    because a silently skipped epoch would make every curve after it wrong.
+    """
+    if not path.exists():
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    records: list[dict[str, Any]] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            raise InputError(f"{path} line {n} is not JSON: {msg}") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path} line {n} is not a JSON object")
+        records.append(obj)
+    return records
+
+
+def parse_cell(obj: Any, source: str) -> Cell:
+    """A genotype as stored anywhere in a run: DARTS dict or literal, or an NB201 arch.
+
+    NB201 cells are stored as ``{"space": "nb201", "arch": "|op~0|+...|"}`` or as the
+    bare arch string.
+    """
+    try:
+        if isinstance(obj, dict) and "arch" in obj:
+            arch = obj["arch"]
+            if not isinstance(arch, str):
+                raise GenotypeError(f"{source}: 'arch' must be an NB201 arch string")
+            return parse_arch(arch)
+        if isinstance(obj, str):
+            text = obj.strip()
+            if text.startswith("|"):
+                return parse_arch(text)
+            return _checked(parse_darts_literal(text, source=source), source)
+        if isinstance(obj, dict):
+            return _checked(Genotype.from_dict(obj, source=source), source)
+    except GenotypeError as e:
+        msg = str(e)
+        raise GenotypeError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+    raise GenotypeError(f"{source}: expected a genotype object, got {type(obj).__name__}")
+
+
+def _checked(genotype: Genotype, source: str) -> Genotype:
+    """Structure only (inputs, concat, cell sizes): a report draws any op name it is given,
+    but an edge from a node that does not exist yet cannot be drawn."""
+    ops = {op for op, _ in genotype.normal + genotype.reduce}
+    genotype.validate(ops, source=source)
+    return genotype
+
+
+def _load_genotype_file(path: Path) -> Cell:
+    data = read_json(path) if path.suffix == ".json" else None
+    if isinstance(data, dict) and "arch" in data:
+        return parse_cell(data, str(path))
+    return _checked(load_genotype(path), f"'{path}'")
+
+
+def _find_genotype(run: Run) -> None:
+    """The cell to draw, from the most authoritative place the run has one.
+
+    A retrain draws the genotype it trained (its config), a search its final
+    `genotype.json`; a killed search has neither, so the last logged genotype is used.
+    """
+    if run.kind == "retrain" and run.config.get("genotype") is not None:
+        run.genotype = parse_cell(run.config["genotype"], f"{run.path / CONFIG} 'genotype'")
+        run.genotype_source = CONFIG
+        return
+    if (run.path / GENOTYPE).is_file():
+        run.genotype = _load_genotype_file(run.path / GENOTYPE)
+        run.genotype_source = GENOTYPE
+        return
+    for n, record in reversed(list(enumerate(run.log, start=1))):
+        if record.get("genotype") is not None:
+            run.genotype = parse_cell(record["genotype"], f"{run.path / LOG} record {n}")
+            run.genotype_source = f"{LOG}, last logged epoch"
+            return
+
+
+def _space(run: Run) -> str:
+    space = run.settings.get("space")
+    if space in ("darts", "nb201"):
+        return str(space)
+    if isinstance(run.genotype, Nb201Arch):
+        return "nb201"
+    if run.arch and set(run.arch[0].get("weights") or {}) == {"normal"}:
+        return "nb201"
+    return "darts"
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Read and check a run directory; raises `InputError` (one line) for bad input."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"run directory {p} does not exist")
+    if not p.is_dir():
+        raise InputError(f"{p} is not a directory")
+    if not (p / CONFIG).is_file():
+        raise InputError(f"{p} is not a run directory (no {CONFIG})")
+    config = read_json(p / CONFIG)
+    if not isinstance(config, dict):
+        raise InputError(f"{p / CONFIG} is not a JSON object")
+    if "retrain" in config:
+        kind = "retrain"
+    elif "search" in config:
+        kind = "search"
+    else:
+        raise InputError(f"{p / CONFIG} has neither 'search' nor 'retrain': not a search or "
+                         "retrain run")
+    if not isinstance(config[kind], dict):
+        raise InputError(f"{p / CONFIG}: '{kind}' must be a JSON object")
+    run = Run(path=p, kind=kind, config=config, space="darts")
+    run.log = read_jsonl(p / LOG)
+    if kind == "search":
+        run.arch = read_jsonl(p / ARCH_LOG)
+    if (p / FINAL).is_file():
+        final = read_json(p / FINAL)
+        run.final = final if isinstance(final, dict) else {}
+    _find_genotype(run)
+    run.space = _space(run)
+    return run
