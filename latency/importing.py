@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from latency.hardware import KINDS, HardwareError, load_profile, profiles_dir
-from latency.samples import SampleError, SampleWriter, now_iso
+from latency.samples import SampleError, SampleWriter, arch_field, now_iso
 from search_spaces.errors import InputError
 from search_spaces.space import get_space
 
@@ -88,8 +88,8 @@ def import_csv(path: str | Path, space_name: str, arch_column: str, latency_colu
     stamp = now_iso()
     for k, (arch, lat) in enumerate(rows):
         writer.append({
-            "id": k, "space": space.name, "arch": space.format(arch) if hasattr(space, "format")
-            else arch.to_dict(), "latency_ms": lat, "hardware": hardware, "source": "imported",
+            "id": k, "space": space.name, "arch": arch_field(space, arch),
+            "latency_ms": lat, "hardware": hardware, "source": "imported",
             "backend": "imported", "batch_size": 1, "timestamp": stamp,
             "imported_from": str(p), "column": latency_column,
         })

@@ -5,7 +5,8 @@ Sample k of a run is a pure function of (seed, k): resuming skips the ids alread
 file, and shards (`--shard I/N`) take every N-th id of the same sequence, so several
 machines of one kind can profile one space together and their files merge by id.
 Strata: besides uniform draws, every fifth sample favours few and every fifth many
-parameter-heavy operations, so the predictor sees the extremes of latency.
+parameter-heavy operations, so the predictor sees the extremes of latency. Any space
+with `sample(rng, heavy_share)` can be profiled (DARTS genotypes, NAS-Bench-201 cells).
 
 Measured profiles time networks in interleaved groups (A B C D A B C D ...) and check the
 machine's drift with a reference network timed at the start and at the end.
@@ -23,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from latency.hardware import HardwareProfile
-from latency.samples import SampleWriter, now_iso, shard_ids
+from latency.samples import SampleWriter, arch_field, now_iso, shard_ids
 from search_spaces.errors import InputError
 from search_spaces.genotype import Genotype
 from search_spaces.genotype_library import DARTS_V2
@@ -74,11 +75,11 @@ def _deployed(genotype: Genotype, profile: HardwareProfile) -> tuple[Any, tuple[
     return deployed_network(genotype, profile)
 
 
-def _row(k: int, space: DartsSpace, genotype: Genotype, profile: HardwareProfile,
+def _row(k: int, space: DartsSpace, genotype: Any, profile: HardwareProfile,
          latency_ms: float, extra: dict[str, Any]) -> dict[str, Any]:
     m = profile.measurement
     return {
-        "id": k, "space": space.name, "arch": genotype.to_dict(),
+        "id": k, "space": space.name, "arch": arch_field(space, genotype),
         "latency_ms": float(latency_ms), "hardware": profile.name,
         "source": "simulated" if profile.simulated else "measured",
         "backend": m.get("backend", "roofline-model") if not profile.simulated
@@ -103,6 +104,9 @@ def profile_hardware(
     if profile.source == "imported":
         raise InputError(f"profile {profile.name!r} holds imported data; it cannot be profiled")
     writer = SampleWriter(out)
+    if writer.spaces - {space.name}:  # ids would collide: resuming would skip them all
+        raise InputError(f"{out} holds {', '.join(sorted(writer.spaces))} samples; profile "
+                         f"the {space.name} space into another file (--out)")
     ids = shard_ids(samples, *shard)
     todo = [k for k in ids if k not in writer.ids]
     summary = ProfileSummary(profile.name, profile.label, str(out), len(ids), len(ids) - len(todo))

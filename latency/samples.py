@@ -101,6 +101,7 @@ class SampleWriter:
             with open(self.path, "r+b") as f:  # cut a torn line left by a killed run
                 f.truncate(good_end)
         self.ids = {r["id"] for r in rows}
+        self.spaces = {r["space"] for r in rows}
         self.count = len(rows)
 
     def append(self, row: dict[str, Any]) -> None:
@@ -147,6 +148,13 @@ def merge_samples(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     text = "".join(json.dumps(rows[i], sort_keys=True) + "\n" for i in sorted(rows))
     atomic_write_bytes(out, text.encode())
     return len(rows)
+
+
+def arch_field(space: Any, arch: Any) -> Any:
+    """`arch` as a row stores it: the space's text form where it has one (NB201's benchmark
+    string, which published data use too), else its JSON object (a DARTS genotype).
+    `space.parse` reads either back."""
+    return space.format(arch) if hasattr(space, "format") else arch.to_dict()
 
 
 def latencies(rows: Iterable[dict[str, Any]]) -> list[float]:

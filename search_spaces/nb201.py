@@ -40,14 +40,19 @@ weights are one-hot.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from search_spaces.errors import GenotypeError, InputError
+from search_spaces.fileio import atomic_write_bytes
 from search_spaces.ops import ReLUConvBN, build_op, op_names, register_op
 
 #: The NAS-Bench-201 operations in the benchmark's order.
@@ -114,6 +119,11 @@ class Nb201Arch:
     def __str__(self) -> str:
         return format_arch(self)
 
+    def to_dict(self) -> dict[str, str]:
+        """JSON form of run directories (`genotype.json`, logs); the space is named so a
+        reader cannot take it for a DARTS genotype."""
+        return {"space": "nb201", "arch": format_arch(self)}
+
 
 def parse_arch(text: str) -> Nb201Arch:
     """Parse ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` strictly.
@@ -165,6 +175,27 @@ def format_arch(arch: Nb201Arch | Sequence[str]) -> str:
         groups.append("|" + "|".join(f"{ops[k + i]}~{i}" for i in range(j)) + "|")
         k += j
     return "+".join(groups)
+
+
+def arch_from_dict(data: Mapping[str, Any]) -> Nb201Arch:
+    """The inverse of `Nb201Arch.to_dict`, checked strictly."""
+    if set(data) != {"space", "arch"} or data["space"] != "nb201":
+        raise GenotypeError(
+            f"an NB201 arch object has keys 'space' ('nb201') and 'arch', got {sorted(data)}"
+        )
+    return parse_arch(data["arch"])
+
+
+def save_arch(arch: Nb201Arch, path: str | os.PathLike[str]) -> Path:
+    """Write `arch.to_dict()` as JSON (indent 2), atomically, like `save_genotype`."""
+    target = Path(path)
+    text = json.dumps(arch.to_dict(), indent=2) + "\n"
+    try:
+        return atomic_write_bytes(target, text.encode("utf-8"))
+    except OSError as exc:
+        raise GenotypeError(
+            f"cannot write architecture to '{target}': {exc.strerror or exc}"
+        ) from None
 
 
 def _as_arch(arch: Nb201Arch | str | Sequence[str]) -> Nb201Arch:
@@ -230,8 +261,43 @@ def encode(arch: Nb201Arch | str | Sequence[str]) -> np.ndarray:
         return _encode(torch.from_numpy(one_hot(arch))).numpy()
 
 
-def encode_weights(weights: torch.Tensor) -> torch.Tensor:
-    """The encoding of soft weights (..., 6, 5), softmax already applied; differentiable."""
+def full_weights(weights: torch.Tensor, edge_ops: Sequence[Sequence[str]]) -> torch.Tensor:
+    """(..., 6, k) weights over each edge's own ops -> (..., 6, 5) over `NB201_OPS`.
+
+    Column c of edge e is op `edge_ops[e][c]`; ops an edge does not have get weight 0,
+    exactly as the DARTS encoding scatters P-DARTS' pruned op sets. Differentiable.
+    """
+    if len(edge_ops) != NUM_EDGES:
+        raise InputError(f"NB201 edge_ops must list {NUM_EDGES} edges, got {len(edge_ops)}")
+    if all(tuple(o) == NB201_OPS for o in edge_ops):
+        return weights
+    width = weights.shape[-1]
+    select = torch.zeros(NUM_EDGES, width, NUM_OPS, dtype=weights.dtype, device=weights.device)
+    for e, names in enumerate(edge_ops):
+        if len(names) != width:
+            raise InputError(f"edge {e} lists {len(names)} ops; the weights have {width}")
+        for c, name in enumerate(names):
+            select[e, c, NB201_OPS.index(name)] = 1.0
+    return torch.einsum("...ek,eko->...eo", weights, select)
+
+
+def encode_weights(
+    weights: torch.Tensor | Mapping[str, torch.Tensor],
+    edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
+) -> torch.Tensor:
+    """The encoding of soft weights, softmax already applied; differentiable.
+
+    `weights` is a tensor (..., 6, 5), or the search driver's form {"normal": (6, k)}
+    with `edge_ops` {"normal": per-edge op lists} naming the k columns (default: all
+    five ops in `NB201_OPS` order).
+    """
+    if isinstance(weights, Mapping):
+        if set(weights) != {"normal"}:
+            raise InputError(f"NB201 weights have one cell type 'normal', got {sorted(weights)}")
+        w = weights["normal"]
+        if edge_ops is not None:
+            w = full_weights(w, edge_ops["normal"])
+        return encode_weights(w)
     if not isinstance(weights, torch.Tensor):
         raise InputError(f"weights must be a torch.Tensor, got {type(weights).__name__}")
     if weights.dim() < 2 or tuple(weights.shape[-2:]) != (NUM_EDGES, NUM_OPS):
@@ -313,10 +379,19 @@ class Nb201Network(nn.Module):
 
 # ------------------------------------------------------------------------------ space
 
+#: Operations with parameters and most of the compute; profiling strata vary their share.
+NB201_HEAVY_OPS = frozenset({"nor_conv_1x1", "nor_conv_3x3"})
+
+EdgeOpsMap = Mapping[str, Sequence[Sequence[str]]]
+
 
 @dataclass(frozen=True)
 class Nb201Space:
-    """The NAS-Bench-201 space object (one cell type, shared by every cell)."""
+    """The NAS-Bench-201 space object (one cell type, "normal", shared by every cell).
+
+    Method names and signatures follow `DartsSpace`, so the search driver, profiling and
+    the latency loss take either space.
+    """
 
     name: str = "nb201"
     op_names: tuple[str, ...] = NB201_OPS
@@ -325,7 +400,7 @@ class Nb201Space:
 
     @property
     def cell_types(self) -> tuple[str, ...]:
-        return ("cell",)
+        return ("normal",)
 
     @property
     def encoding_size(self) -> int:
@@ -335,37 +410,106 @@ class Nb201Space:
     def encoding_layout(self) -> dict[str, tuple[int, int]]:
         return dict(ENCODING_LAYOUT)
 
-    def parse(self, arch_string: str) -> Nb201Arch:
-        return parse_arch(arch_string)
+    def parse(self, arch: str | Mapping[str, Any]) -> Nb201Arch:
+        """An arch from its stored form: the benchmark string, or `Nb201Arch.to_dict()`."""
+        if isinstance(arch, Mapping):
+            return arch_from_dict(arch)
+        return parse_arch(arch)
 
     def format(self, arch: Nb201Arch | Sequence[str]) -> str:
         return format_arch(arch)
 
+    def save(self, arch: Nb201Arch, path: str | os.PathLike[str]) -> Path:
+        return save_arch(arch, path)
+
+    # -- networks -------------------------------------------------------------------
+
+    def full_edge_ops(self) -> dict[str, list[list[str]]]:
+        """Every op on every edge (the unpruned space)."""
+        return {"normal": [list(NB201_OPS) for _ in range(NUM_EDGES)]}
+
+    def build_supernet(
+        self,
+        C: int,
+        layers: int,
+        num_classes: int,
+        in_channels: int = 3,
+        edge_ops: EdgeOpsMap | None = None,
+    ) -> nn.Module:
+        """The search network; `layers` is N, the cells per stage (3N cells in all)."""
+        from search_spaces.nb201_supernet import Nb201SuperNet
+
+        return Nb201SuperNet(
+            C, layers, num_classes,
+            edge_ops if edge_ops is not None else self.full_edge_ops(),
+            in_channels=in_channels,
+        )
+
     def build_network(
         self, arch: Nb201Arch | str | Sequence[str], C: int = 16, N: int = 5,
-        num_classes: int = 10,
+        num_classes: int = 10, in_channels: int = 3,
     ) -> Nb201Network:
-        return Nb201Network(_as_arch(arch), C=C, N=N, num_classes=num_classes)
+        return Nb201Network(_as_arch(arch), C=C, N=N, num_classes=num_classes,
+                            in_channels=in_channels)
+
+    # -- encoding -------------------------------------------------------------------
 
     def encode(self, arch: Nb201Arch | str | Sequence[str]) -> np.ndarray:
         return encode(arch)
 
-    def encode_weights(self, weights: torch.Tensor) -> torch.Tensor:
-        return encode_weights(weights)
+    def encode_weights(
+        self,
+        weights: torch.Tensor | Mapping[str, torch.Tensor],
+        edge_ops: EdgeOpsMap | None = None,
+    ) -> torch.Tensor:
+        return encode_weights(weights, edge_ops)
 
-    def sample(self, rng: np.random.Generator) -> Nb201Arch:
-        """A uniformly random cell (all 15,625 equally likely)."""
-        return Nb201Arch(tuple(NB201_OPS[k] for k in rng.integers(NUM_OPS, size=NUM_EDGES)))
+    # -- sampling and derivation ----------------------------------------------------
 
-    def derive(self, weights: torch.Tensor | np.ndarray) -> Nb201Arch:
-        """The strongest op per edge (NB201 keeps every edge, `none` included)."""
+    def sample(self, rng: np.random.Generator, heavy_share: float | None = None) -> Nb201Arch:
+        """A random cell: uniform over all 15,625 when `heavy_share` is None.
+
+        A number draws a convolution (the ops with parameters and most of the compute)
+        with that probability per edge, so profiling covers cells with few and with many
+        of them, the extremes of latency (as `DartsSpace.sample` does).
+        """
+        if heavy_share is None:
+            return Nb201Arch(
+                tuple(NB201_OPS[k] for k in rng.integers(NUM_OPS, size=NUM_EDGES))
+            )
+        heavy = [o for o in NB201_OPS if o in NB201_HEAVY_OPS]
+        light = [o for o in NB201_OPS if o not in NB201_HEAVY_OPS]
+        ops = []
+        for _ in range(NUM_EDGES):
+            pool = heavy if rng.random() < heavy_share else light
+            ops.append(pool[rng.integers(len(pool))])
+        return Nb201Arch(tuple(ops))
+
+    def derive(
+        self,
+        weights: torch.Tensor | np.ndarray | Mapping[str, torch.Tensor | np.ndarray],
+        edge_ops: EdgeOpsMap | None = None,
+    ) -> Nb201Arch:
+        """The strongest op per edge, `none` included (NB201 keeps every edge; this is
+        the benchmark's DARTS baseline). `weights` is (6, k), or {"normal": (6, k)} as
+        the search driver passes it; `edge_ops` names the k columns of each edge
+        (default: `NB201_OPS`)."""
+        if isinstance(weights, Mapping):
+            if set(weights) != {"normal"}:
+                raise InputError(
+                    f"NB201 weights have one cell type 'normal', got {sorted(weights)}"
+                )
+            weights = weights["normal"]
         w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights
         w = np.asarray(w)
-        if w.shape != (NUM_EDGES, NUM_OPS):
+        names = (list(edge_ops["normal"]) if edge_ops is not None
+                 else [NB201_OPS] * NUM_EDGES)
+        width = len(names[0]) if len(names) == NUM_EDGES else -1
+        if w.shape != (NUM_EDGES, width):
             raise InputError(
-                f"NB201 weights must have shape ({NUM_EDGES}, {NUM_OPS}), got {w.shape}"
+                f"NB201 weights must have shape ({NUM_EDGES}, {width}), got {w.shape}"
             )
-        return Nb201Arch(tuple(NB201_OPS[k] for k in w.argmax(axis=1)))
+        return Nb201Arch(tuple(names[e][k] for e, k in enumerate(w.argmax(axis=1))))
 
 
 NB201_SPACE = Nb201Space()

@@ -7,8 +7,10 @@ by name in `SPACES`, so a new space is one registration, not a new branch in cal
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from torch import nn
 from search_spaces.derive import derive_genotype
 from search_spaces.encoding import encode_genotype, encode_weights
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype, parse_darts_literal
+from search_spaces.genotype import Genotype, parse_darts_literal, save_genotype
 from search_spaces.networks import NetworkCIFAR, NetworkImageNet
 from search_spaces.ops import DARTS_PRIMITIVES
 from search_spaces.supernet import SuperNet, cell_edges
@@ -118,6 +120,10 @@ class DartsSpace:
             return parse_darts_literal(arch)
         return Genotype.from_dict(arch)
 
+    def save(self, genotype: Genotype, path: str | os.PathLike[str]) -> Path:
+        """Write the search result (`genotype.json`); each space stores its own form."""
+        return save_genotype(genotype, path)
+
     # -- encoding (profiling, predictor and latency loss all go through these) ------------
 
     @property
@@ -171,8 +177,8 @@ SPACES: dict[str, DartsSpace] = {"darts": DartsSpace()}
 
 
 def _register_nb201() -> None:
-    # NAS-Bench-201: importable measurements and predictors (its own profiling and search
-    # are not wired yet); imported late because nb201 registers its ops in the registry.
+    # NAS-Bench-201: search, profiling, imported measurements and predictors; imported
+    # late because nb201 registers its ops in the registry.
     from search_spaces.nb201 import NB201_SPACE
 
     SPACES["nb201"] = NB201_SPACE  # type: ignore[assignment]

@@ -12,7 +12,7 @@ are formed with one fused multiply-add per operation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,8 @@ from search_spaces.supernet_ops import (
 )
 
 EdgeOps = Sequence[Sequence[str]]
+#: (op name, C, stride, edges) -> the op computed for that many edges leaving one node
+EdgeBatchBuilder = Callable[[str, int, int, int], EdgeBatchOp]
 
 
 def cell_edges(steps: int) -> list[tuple[int, int]]:
@@ -45,7 +47,10 @@ class SourceEdges(nn.Module):
         edge_ids: Sequence[int],
         edge_ops: EdgeOps,
         num_columns: int,
+        build: EdgeBatchBuilder = build_edge_batch,
     ) -> None:
+        """`build` lets another space give an op its own supernet form (NB201's pooling
+        has no BN after it); the default is the DARTS search network's."""
         super().__init__()
         self.num_edges = len(edge_ids)
         self.stride = stride
@@ -59,7 +64,7 @@ class SourceEdges(nn.Module):
             positions = [p for p, e in enumerate(edge_ids) if name in edge_ops[e]]
             flat = [edge_ids[p] * num_columns + list(edge_ops[edge_ids[p]]).index(name)
                     for p in positions]
-            self.ops.append(build_edge_batch(name, C, stride, len(positions)))
+            self.ops.append(build(name, C, stride, len(positions)))
             self.register_buffer(f"pos_{k}", torch.tensor(positions), persistent=False)
             self.register_buffer(f"flat_{k}", torch.tensor(flat), persistent=False)
             self._full.append(len(positions) == self.num_edges)

@@ -12,9 +12,11 @@ from latency.samples import load_samples
 from search_spaces.errors import InputError
 
 
-def default_predictor_path(hardware: str) -> Path:
-    """Predictors live beside their profile: hardware_profiles/<name>.predictor/."""
-    return profiles_dir() / f"{hardware}.predictor"
+def default_predictor_path(hardware: str, space: str = "darts") -> Path:
+    """Predictors live beside their profile: hardware_profiles/<name>.predictor/ for the
+    darts space, <name>.<space>.predictor/ for another (one op set per predictor)."""
+    tag = "" if space == "darts" else f".{space}"
+    return profiles_dir() / f"{hardware}{tag}.predictor"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["train", "eval"])
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own)")
-    p.add_argument("--out", help="predictor directory (default hardware_profiles/<name>.predictor)")
+    p.add_argument("--out", help="predictor directory (default hardware_profiles/<name>.predictor"
+                   "; <name>.nb201.predictor for nb201 samples)")
     p.add_argument("--predictor", help="predictor directory (eval)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of samples held out for the report (default 0.2)")
@@ -64,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     files = args.samples or [str(default_samples_path(profile.name))]
     if not 0.0 < args.test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-    out = Path(args.out) if args.out else default_predictor_path(profile.name)
-    summary = train_predictor(_rows(files), out, profile.name, ", ".join(files),
+    rows = _rows(files)
+    space = rows[0]["space"] if rows else "darts"
+    out = Path(args.out) if args.out else default_predictor_path(profile.name, space)
+    summary = train_predictor(rows, out, profile.name, ", ".join(files),
                               test_fraction=args.test_fraction, seed=args.seed,
                               train_size=args.train_size, min_latency_ms=args.min_latency)
     if args.json:

@@ -13,11 +13,13 @@ from latency.samples import merge_samples, parse_shard
 from search_spaces.space import get_space
 
 
-def default_samples_path(hardware: str) -> Path:
-    """Samples live beside the profile: hardware_profiles/<name>.samples.jsonl."""
+def default_samples_path(hardware: str, space: str = "darts") -> Path:
+    """Samples live beside the profile: hardware_profiles/<name>.samples.jsonl for the
+    darts space, <name>.<space>.samples.jsonl for another, so they never mix."""
     from latency.hardware import profiles_dir
 
-    return profiles_dir() / f"{hardware}.samples.jsonl"
+    tag = "" if space == "darts" else f".{space}"
+    return profiles_dir() / f"{hardware}{tag}.samples.jsonl"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,9 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="import: device description of a new profile")
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--space", default="darts",
-                   help="darts (profiling), or nb201 / darts for `import`")
+                   help="darts (default) or nb201: the space sampled, or imported")
     p.add_argument("--samples", type=int, default=200, help="architectures (default 200)")
-    p.add_argument("--out", help="sample file (default hardware_profiles/<name>.samples.jsonl)")
+    p.add_argument("--out", help="sample file (default hardware_profiles/<name>.samples.jsonl; "
+                   "<name>.nb201.samples.jsonl for nb201)")
     p.add_argument("--shard", default="1/1", help="I/N: profile every N-th sample from the I-th")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -60,18 +63,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "import":
         return _import(args)
-    if args.space != "darts":
-        raise InputError(f"profiling samples the darts space; {args.space!r} data can be "
-                         "brought in with `nas profile import`")
+    space = get_space(args.space)
     if not args.hardware:
         raise InputError("nas profile needs --hardware NAME")
     if args.samples < 1:
         raise InputError(f"--samples must be at least 1, got {args.samples}")
     profile = load_profile(args.hardware)
     shard = parse_shard(args.shard)
-    out = Path(args.out) if args.out else default_samples_path(profile.name)
+    out = Path(args.out) if args.out else default_samples_path(profile.name, space.name)
     args.resume_hint = "the same command"
-    summary = profile_hardware(profile, get_space(args.space), out, args.samples,
+    summary = profile_hardware(profile, space, out, args.samples,
                                seed=args.seed, shard=shard,
                                log=lambda m: print(m, file=sys.stderr))
     d = summary.to_dict()

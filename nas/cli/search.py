@@ -22,19 +22,26 @@ from nas.search.config import (
 from nas.search.driver import SearchResult, load_search_data, run_search
 from search_spaces.errors import InputError
 
-#: --space name -> (cell space, search strategy). P-DARTS searches the DARTS cell space.
-SEARCH_SPACES = {"darts": ("darts", "darts"), "pdarts": ("darts", "pdarts")}
+#: --space name -> (cell space, search strategy). P-DARTS searches the DARTS cell space;
+#: NAS-Bench-201 cells are searched with DARTS.
+SEARCH_SPACES = {
+    "darts": ("darts", "darts"),
+    "pdarts": ("darts", "pdarts"),
+    "nb201": ("nb201", "darts"),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
         help="run DARTS / P-DARTS architecture search",
-        description="Search cells with DARTS or P-DARTS. Defaults are the papers' settings; "
-        "on the embedded digits dataset a small preset finishes in minutes on a CPU.",
+        description="Search cells with DARTS or P-DARTS (NAS-Bench-201 cells: DARTS). "
+        "Defaults are the papers' settings; on the embedded digits dataset a small preset "
+        "finishes in minutes on a CPU.",
     )
     p.add_argument("--space", choices=sorted(SEARCH_SPACES), default="darts",
-                   help="search space / algorithm (default: darts)")
+                   help="search space / algorithm: darts, pdarts (DARTS cells) or nb201 "
+                   "(NAS-Bench-201 cells, DARTS) (default: darts)")
     p.add_argument("--hardware", help=f"hardware profile ({', '.join(profile_names())}), "
                    "recorded in the run")
     p.add_argument("--dataset", choices=dataset_names(), default="digits",
@@ -44,7 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="small (default on digits) or paper (default otherwise)")
     p.add_argument("--epochs", type=int, help="epochs (per stage for P-DARTS)")
     p.add_argument("--channels", type=int, help="initial channels of the supernet")
-    p.add_argument("--layers", type=int, help="cells of the supernet (first stage for P-DARTS)")
+    p.add_argument("--layers", type=int, help="cells of the supernet (first stage for P-DARTS; "
+                   "cells per stage for nb201)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--second-order", action="store_true",
                    help="DARTS second-order (unrolled) architecture gradient")
@@ -67,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     space, strategy = SEARCH_SPACES[args.space]
     preset = args.preset or default_preset(args.dataset)
-    cfg = preset_config(strategy, preset).with_overrides(
+    cfg = preset_config(strategy, preset, space).with_overrides(
         space=space,
         dataset=args.dataset,
         data_dir=args.data_dir,
@@ -105,13 +113,16 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any]:
     from nas.search.latency_loss import PredictorLatency, latency_probe, latency_term_factory
     from search_spaces.space import get_space
 
-    path = Path(cfg.predictor) if cfg.predictor else default_predictor_path(cfg.hardware)
+    path = (Path(cfg.predictor) if cfg.predictor
+            else default_predictor_path(cfg.hardware, cfg.space))
     wants_loss = bool(cfg.latency_weight or cfg.latency_target_ms)
     if not (path / "predictor.json").is_file():
         if wants_loss:
+            opt = "" if cfg.space == "darts" else f" --space {cfg.space}"
             raise InputError(
-                f"no latency predictor at {path}; run `nas profile --hardware {cfg.hardware}` "
-                f"and `nas predictor train --hardware {cfg.hardware}` first"
+                f"no latency predictor at {path}; run `nas profile --hardware {cfg.hardware}"
+                f"{opt}` and `nas predictor train --hardware {cfg.hardware}"
+                f"{' --samples FILE' if opt else ''}` first"
             )
         return [], None
     space = get_space(cfg.space)
@@ -173,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     args.resume_hint = f"nas search --resume {run_dir.path}"
     _stderr(
         f"{cfg.strategy.upper()} search on {cfg.dataset} ({cfg.preset} preset: "
-        f"{cfg.layers} cells, {cfg.init_channels} channels, {cfg.epochs} epochs"
+        f"{_cells(cfg)}, {cfg.init_channels} channels, {cfg.epochs} epochs"
         f"{' per stage' if cfg.num_stages > 1 else ''}) -> {run_dir.path}"
     )
     result = run_search(cfg, run_dir, terms=terms, resume=resume, log=_stderr, data=data,
@@ -184,6 +195,12 @@ def run(args: argparse.Namespace) -> int:
         run_dir.write_json("summary.json", result.summary)
     _print_summary(result, cfg, args.json)
     return 0
+
+
+def _cells(cfg: SearchConfig) -> str:
+    if cfg.space == "nb201":
+        return f"3 stages x {cfg.layers} NB201 cells"
+    return f"{cfg.layers} cells"
 
 
 def _default_out(cfg: SearchConfig) -> Path:

@@ -138,11 +138,25 @@ PRESETS: dict[tuple[str, str], SearchConfig] = {
 }
 
 
-def preset_config(strategy: str, preset: str) -> SearchConfig:
+# NAS-Bench-201 (searched with DARTS): `layers` is N, the cells per stage (3N in all).
+# paper: the benchmark's search network (C=16, N=5) with DARTS' optimiser settings, as
+# its DARTS baseline uses [R]. small: one cell per stage; an epoch costs ~0.3 s on
+# digits, so more epochs than DARTS' small preset give alpha room to move.
+SPACE_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("nb201", "paper"): dict(layers=5),
+    ("nb201", "small"): dict(layers=1, epochs=30),
+}
+
+
+def preset_config(strategy: str, preset: str, space: str = "darts") -> SearchConfig:
+    """The preset of `strategy`, with `space`'s own changes to it (NB201's shape)."""
     if (strategy, preset) not in PRESETS:
         names = sorted({p for _, p in PRESETS})
         raise InputError(f"unknown preset {preset!r} for {strategy}; known: {', '.join(names)}")
-    return PRESETS[(strategy, preset)]
+    cfg = PRESETS[(strategy, preset)]
+    if space == "darts":
+        return cfg
+    return replace(cfg, space=space, **SPACE_PRESETS.get((space, preset), {}))
 
 
 def default_preset(dataset: str) -> str:
@@ -156,8 +170,12 @@ def validate_config(cfg: SearchConfig) -> None:
         raise InputError(f"unknown search strategy {cfg.strategy!r}; known: darts, pdarts")
     if cfg.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.layers < 3:
+    if cfg.space == "darts" and cfg.layers < 3:
         raise InputError(f"--layers must be at least 3 (two reduction cells), got {cfg.layers}")
+    if cfg.layers < 1:
+        raise InputError(f"--layers (cells per stage) must be at least 1, got {cfg.layers}")
+    if cfg.strategy == "pdarts" and cfg.space != "darts":
+        raise InputError(f"P-DARTS searches the darts cell space, not {cfg.space!r}")
     if cfg.init_channels < 2 or cfg.init_channels % 2:
         raise InputError(f"--channels must be an even number >= 2, got {cfg.init_channels}")
     if cfg.latency_weight < 0:

@@ -27,7 +27,7 @@ from nas.search.pdarts import prune_edge_ops, skip_dropout_rate
 from nas.training import cosine_lr, evaluate
 from search_spaces.derive import restrict_skip_connects, skip_count
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype, save_genotype
+from search_spaces.genotype import Genotype
 from search_spaces.space import get_space
 from search_spaces.supernet import SuperNet
 
@@ -262,7 +262,7 @@ class Search:
             summary["genotypes_by_max_skips"] = by_skips
         else:
             genotype = self.space.derive(weights, self.edge_ops)
-        save_genotype(genotype, self.run.path / "genotype.json")
+        self.space.save(genotype, self.run.path / "genotype.json")
         records = self.run.read_jsonl(LOG)
         final = records[-1] if records else {}
         if self.probe is not None:
