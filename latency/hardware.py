@@ -268,6 +268,13 @@ class HardwareProfile:
         )
 
     @property
+    def prediction_label(self) -> str:
+        """How a predictor's output for this profile is labelled: `simulated` when it learned
+        the roofline simulator, `measured-model` when it learned real measurements (a model
+        of measurements is still a model, not a measurement)."""
+        return "simulated" if self.source == "simulated" else "measured-model"
+
+    @property
     def batch_size(self) -> int:
         return int(self.measurement["batch_size"])
 

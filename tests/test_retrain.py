@@ -47,16 +47,31 @@ def test_schedule_is_darts_train_py() -> None:
     assert cosine_lr(10, 10, 0.025, 0.0) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_auxiliary_head_enters_the_loss_with_weight_0_4(tmp_path) -> None:
+def test_one_step_is_sgd_on_loss_plus_0_4_auxiliary_loss(tmp_path) -> None:
+    """The trainer's first step equals a hand-written step on CE + 0.4 CE_aux, clipped."""
+    import copy
+
+    import torch.nn.functional as F
+
     data = load_dataset("digits", limit=32)
-    cfg = tiny_cfg(1).with_overrides(batch_size=32, drop_path=0.0, cutout=0)
-    trainer = Retrainer(cfg, DARTS_V2, RunDir.create(tmp_path / "r", {}), data, log=lambda m: None)
-    net = trainer.net
-    net.train()
-    x, y = data.train_x[:32], data.train_y[:32]
-    logits, aux = net(x)
+    cfg = tiny_cfg(1).with_overrides(batch_size=32, drop_path=0.0)
+    trainer = Retrainer(cfg, DARTS_V2, RunDir.create(tmp_path / "r", {}), data,
+                        log=lambda m: None, channels_last=False)
+    manual = copy.deepcopy(trainer.net)
+    (x, y), = list(trainer.train_batches.epoch(0))  # one batch: the same augmented images
+    manual.train()
+    logits, aux = manual(x)
     assert aux is not None and aux.shape == (32, 10)
-    net.eval()
+    loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(list(manual.parameters()), cfg.grad_clip)
+    opt = torch.optim.SGD(manual.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    opt.step()
+    trainer.run_all()
+    for (name, a), b in zip(manual.state_dict().items(), trainer.net.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    net = trainer.net.eval()
     logits_eval, aux_eval = net(x)
     assert aux_eval is None and logits_eval.shape == (32, 10)
 
@@ -201,6 +216,9 @@ def test_checkpoint_of_another_genotype_is_refused(tmp_path, capsys) -> None:
         (["retrain", "--genotype", "DARTS_V2", "--epochs", "0"], "--epochs"),
         (["retrain", "--genotype", "DARTS_V2", "--drop-path", "1.5"], "--drop-path"),
         (["retrain", "--resume", "/nonexistent/run"], "cannot resume"),
+        (["retrain", "--genotype", "DARTS_V2", "--hardware", "cpu", "--predictor",
+          "/nonexistent/pred"], "no latency predictor"),
+        (["retrain", "--genotype", "DARTS_V2", "--predictor", "/x"], "--hardware"),
     ],
 )
 def test_bad_arguments(args, needle, tmp_path, capsys, monkeypatch) -> None:

@@ -48,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="directory of the CIFAR-10 python batches")
     p.add_argument("--hardware",
                    help=f"profile to predict latency for ({', '.join(profile_names())})")
+    p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
+                   "profile's, hardware_profiles/<name>.predictor)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="small (default on digits) or paper (default otherwise)")
     p.add_argument("--epochs", type=int)
@@ -70,13 +72,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace) -> RetrainConfig:
     preset = args.preset or default_preset(args.dataset)
     cfg = preset_config(preset).with_overrides(
-        dataset=args.dataset, data_dir=args.data_dir, hardware=args.hardware, seed=args.seed,
+        dataset=args.dataset, data_dir=args.data_dir, hardware=args.hardware,
+        predictor=args.predictor, seed=args.seed,
         epochs=args.epochs, init_channels=args.channels, layers=args.layers,
         batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, cutout=args.cutout,
         data_limit=args.limit,
     )
     if cfg.dataset == "cifar10" and not cfg.data_dir:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
+    if cfg.predictor and not cfg.hardware:
+        raise InputError("--predictor needs --hardware NAME (the profile it predicts)")
     validate_config(cfg)
     return cfg
 
@@ -114,6 +119,8 @@ def _create(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Genotype, 
     genotype = _genotype(args.genotype)
     cfg = config_from_args(args)
     profile = load_profile(cfg.hardware) if cfg.hardware else None
+    if profile is not None:  # a missing or damaged predictor fails before anything is written
+        predicted_latency(genotype, profile.name, cfg.predictor)
     data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
     name = _genotype_name(args.genotype)
     out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-retrain-{name}"
@@ -143,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         run_dir, cfg, genotype, name, data = _create(args)
     args.resume_hint = f"nas retrain --resume {run_dir.path}"
+    prediction = (predicted_latency(genotype, cfg.hardware, cfg.predictor)
+                  if cfg.hardware else None)
     trainer = Retrainer(cfg, genotype, run_dir, data, log=_stderr)
     if args.resume and run_dir.has_checkpoint():
         trainer.restore()
@@ -150,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
             f"{cfg.init_channels} channels, {cfg.epochs} epochs) -> {run_dir.path}")
     result = trainer.run_all()
     assert result is not None
-    report = _finish(args, run_dir, cfg, genotype, name, trainer, result, data.spec)
+    report = _finish(args, run_dir, cfg, genotype, name, trainer, result, data.spec,
+                     prediction)
     if args.json:
         print(json.dumps(report))
     else:
@@ -159,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genotype: Genotype,
-            name: str, trainer: Retrainer, result: Any, spec: Any) -> dict[str, Any]:
+            name: str, trainer: Retrainer, result: Any, spec: Any,
+            prediction: dict[str, Any] | None) -> dict[str, Any]:
     net = trainer.net.eval()
     shape = (spec.in_channels, spec.image_size, spec.image_size)
     save_state_dict(net, run_dir.path / STATE_DICT)
@@ -181,7 +192,7 @@ def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genot
         "test_images": result.test_images,
         "train_seconds_this_session": result.seconds_this_session,
         **network_size(net, shape),
-        "predicted_latency": predicted_latency(genotype, cfg.hardware) if cfg.hardware else None,
+        "predicted_latency": prediction,
     }
     if args.no_measure:
         report["measured_latency"] = {"skipped": "--no-measure"}

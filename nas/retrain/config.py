@@ -22,6 +22,7 @@ class RetrainConfig:
     dataset: str = "digits"
     data_dir: str | None = None
     hardware: str | None = None
+    predictor: str | None = None  # latency predictor directory (default: the profile's)
     seed: int = 0
     preset: str = "paper"
     # network

@@ -19,16 +19,11 @@ from torch import nn
 
 from latency.hardware import HardwareProfile, load_profile
 from search_spaces.complexity import count_macs, count_parameters
+from search_spaces.errors import InputError
 from search_spaces.genotype import Genotype
 
 #: the profile whose timing rules (batch, threads, precision, repeats) measure "here"
 HERE_PROFILE = "cpu"
-
-
-def predicted_label(profile: HardwareProfile) -> str:
-    """`simulated` for roofline-simulated profiles, `measured-model` for predictors that
-    learned real measurements (made here or imported)."""
-    return "simulated" if profile.source == "simulated" else "measured-model"
 
 
 def describe_deployed(profile: HardwareProfile) -> str:
@@ -39,16 +34,19 @@ def describe_deployed(profile: HardwareProfile) -> str:
             f"{profile.batch_size}, {profile.precision}")
 
 
-def predicted_latency(genotype: Genotype, hardware: str) -> dict[str, Any]:
+def predicted_latency(genotype: Genotype, hardware: str,
+                      predictor: str | None = None) -> dict[str, Any]:
     """The profile's predictor on this genotype, or why there is no prediction."""
     from latency.predictor.artifact import load_predictor
     from nas.cli.predictor import default_predictor_path
     from search_spaces.space import get_space
 
     profile = load_profile(hardware)
-    out: dict[str, Any] = {"hardware": profile.name, "label": predicted_label(profile),
+    out: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
                            "refers_to": describe_deployed(profile), "ms": None}
-    path = default_predictor_path(profile.name)
+    path = Path(predictor) if predictor else default_predictor_path(profile.name)
+    if predictor and not (path / "predictor.json").is_file():
+        raise InputError(f"no latency predictor at {path} (no predictor.json)")
     if not (path / "predictor.json").is_file():
         out["note"] = (f"no predictor at {path}; run `nas profile --hardware {profile.name}` "
                        f"and `nas predictor train --hardware {profile.name}`")
