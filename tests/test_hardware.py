@@ -218,3 +218,9 @@ def test_shipped_name_must_match_file(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(hardware, "profiles_dir", lambda: tmp_path)
     with pytest.raises(HardwareError, match="does not match"):
         load_profile("toy")
+
+
+def test_predictions_are_labelled_by_what_the_predictor_learned() -> None:
+    # a model of measurements is still a model: never labelled plain "measured"
+    assert load_profile("cpu").prediction_label == "measured-model"
+    assert load_profile("p100").prediction_label == "simulated"

@@ -43,7 +43,7 @@ def _measure(model_or_path: Any, shape: tuple[int, ...], profile: Any,
 
 def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.hardware)
-    result: dict[str, Any] = {"hardware": profile.name, "label": profile.label,
+    result: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
                               "predicted_ms": None, "measured_ms": None}
     if str(args.network).endswith(".onnx"):
         if not Path(args.network).is_file():

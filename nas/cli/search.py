@@ -128,7 +128,7 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any]:
     space = get_space(cfg.space)
     mlp, meta = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
     model = PredictorLatency(mlp)
-    label = load_profile(cfg.hardware).label
+    label = load_profile(cfg.hardware).prediction_label
     terms = []
     if wants_loss:
         weight = cfg.latency_weight or 1.0
@@ -222,7 +222,8 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
         print(f"  (normal cell limited to {cfg.max_skips} skip-connects; all limits in "
               "summary.json)")
     if cfg.hardware:
-        label = load_profile(cfg.hardware).label
+        profile = load_profile(cfg.hardware)
+        label = profile.prediction_label
         lat = s.get("latency") or {}
         if "genotype_predicted_latency_ms" in lat:
             print(f"  predicted latency on {cfg.hardware} ({label}): "
@@ -231,6 +232,6 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
             print(f"  measured latency here: {lat['genotype_measured_latency_ms']:.3f} ms "
                   f"({lat['measured_with']})")
         if not lat:
-            print(f"  hardware: {cfg.hardware} ({label} profile; no trained predictor yet, "
-                  "so no latency figures)")
+            print(f"  hardware: {cfg.hardware} ({profile.label} profile; no trained predictor "
+                  "yet, so no latency figures)")
     print("  files: genotype.json, log.jsonl, arch_weights.jsonl, checkpoint.pt, summary.json")
