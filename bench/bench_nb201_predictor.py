@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             **report(y[te], pred), "fit_s": round(time.perf_counter() - t0, 2),
             "chosen_weight_decay": mlp.config.chosen_weight_decay,
             "chosen_huber_delta": mlp.config.chosen_huber_delta,
+            "chosen_encoding_l2": mlp.config.chosen_encoding_l2,
             "mean_rel_std": float(np.mean(std / pred)),
         }
         for name in BASELINES:

@@ -207,3 +207,108 @@ def test_frozen_predictor_passes_gradient_to_weights_only(fitted):
         assert all(p.grad is None for p in model.parameters())
     finally:
         model.requires_grad_(True)
+
+
+# ----------------------------------------------------------- DARTS edge-group features
+
+def _darts():
+    from search_spaces.space import get_space
+
+    return get_space("darts")
+
+
+def test_darts_layout_groups_edges_by_stride():
+    from search_spaces.encoding import edge_index
+
+    space = _darts()
+    lay = layout_for_space(space)
+    assert lay.edge_groups is not None and len(lay.edge_groups) == 3
+    flat = sorted(e for g in lay.edge_groups for e in g)
+    assert flat == list(range(2 * space.num_edges))  # every edge in exactly one group
+    rows = edge_index(space.steps)
+    stride2 = {space.num_edges + r for (i, _), r in rows.items() if i < 2}
+    assert set(lay.edge_groups[1]) == stride2 and len(stride2) == 8
+    assert lay.num_features == space.encoding_size + len(space.op_names) * 4
+    # the layout travels through JSON; a layout written before groups existed has none
+    from latency.predictor.features import FeatureLayout
+
+    assert FeatureLayout.from_dict(lay.to_dict()) == lay
+    old = {k: v for k, v in lay.to_dict().items() if k != "edge_groups"}
+    assert FeatureLayout.from_dict(old).edge_groups is None
+    with pytest.raises(InputError, match="outside"):
+        FeatureLayout.from_dict({**lay.to_dict(), "edge_groups": [[0, 999]]})
+    assert layout_for_space(NB201_SPACE).edge_groups is None  # NB201: one shape per edge
+
+
+def test_darts_group_counts_soft_agrees_with_onehot_and_is_differentiable():
+    from latency.predictor import FeatureMap
+    from search_spaces.genotype_library import resolve_genotype as get_genotype
+
+    space = _darts()
+    lay = layout_for_space(space)
+    fmap = FeatureMap(lay).double()
+    geno = get_genotype("DARTS_V2")
+    enc = torch.from_numpy(space.encode(geno)).double()
+    onehot = enc.reshape(2, space.num_edges, len(space.op_names))
+    soft = space.encode_weights({"normal": onehot[0], "reduce": onehot[1]})
+    torch.testing.assert_close(fmap(soft), fmap(enc))
+    counts = fmap(enc)[-3 * len(space.op_names):].reshape(3, -1)
+    assert counts.sum(dim=1).tolist() == [14.0, 8.0, 6.0]
+    none = space.op_names.index("none")
+    assert counts[0].sum() - counts[0, none] == 8  # 2 inputs x 4 nodes in the normal cell
+
+    torch.manual_seed(0)
+    alpha = torch.randn(2, space.num_edges, len(space.op_names), dtype=torch.float64)
+    probe = torch.randn(lay.num_features, dtype=torch.float64)
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(a, dim=-1)
+        return (fmap(space.encode_weights({"normal": w[0], "reduce": w[1]})) * probe).sum()
+
+    a = alpha.clone().requires_grad_(True)
+    f(a).backward()
+    eps = 1e-6
+    for idx in [(0, 0, 0), (1, 2, 5), (1, 20 - space.num_edges, 3)]:
+        d = torch.zeros_like(alpha)
+        d[idx] = eps
+        fd = ((f(alpha + d) - f(alpha - d)) / (2 * eps)).item()
+        assert fd == pytest.approx(a.grad[idx].item(), rel=1e-5, abs=1e-8)
+
+
+def test_darts_predictor_round_trip_and_old_config(tmp_path):
+    space = _darts()
+    lay = layout_for_space(space)
+    rng = np.random.default_rng(0)
+    genos = [space.sample(rng) for _ in range(80)]
+    X = np.stack([space.encode(g) for g in genos])
+    y = 2.0 + X @ rng.uniform(0.0, 0.1, size=X.shape[1])
+    cfg = dict(members=2, steps=150, weight_decay=1.0, huber_delta=0.05,
+               encoding_l2=(0.0, 0.1))
+    model = LatencyMLP(lay, MLPConfig(**cfg)).fit(X, y)
+    assert model.config.chosen_encoding_l2 in (0.0, 0.1)
+    d = save_predictor(model, tmp_path / "p", space="darts", op_names=space.op_names,
+                       hardware="test", dataset="synthetic")
+    loaded, meta = load_predictor(d, op_names=space.op_names,
+                                  encoding_size=space.encoding_size)
+    np.testing.assert_array_equal(model.predict(X)[0], loaded.predict(X)[0])
+    assert meta["feature_layout"]["edge_groups"] is not None
+    # a config written before `encoding_l2` existed still loads (trained without it)
+    old = {k: v for k, v in model.config.to_dict().items()
+           if k not in ("encoding_l2", "chosen_encoding_l2")}
+    assert MLPConfig.from_dict(old).encoding_l2 == 0.0
+
+
+@pytest.mark.parametrize("name", ["p100", "raspi4"])
+def test_shipped_predictors_still_load(name):
+    from latency.hardware import profiles_dir
+
+    path = profiles_dir() / f"{name}.predictor"
+    if not path.exists():
+        pytest.skip(f"{path} not shipped")
+    space = _darts()
+    model, meta = load_predictor(path, op_names=space.op_names,
+                                 encoding_size=space.encoding_size)
+    from search_spaces.genotype_library import resolve_genotype as get_genotype
+
+    ms, _ = model.predict(space.encode(get_genotype("PDARTS"))[None])
+    assert np.isfinite(ms).all() and ms[0] > 0
