@@ -93,7 +93,12 @@ def _genotype(name_or_path: str) -> Genotype:
 
 
 def _genotype_name(arg: str) -> str:
-    return arg if arg in published_names() else Path(arg).stem
+    """A short name for messages and the default run directory: the published name, the
+    file's stem, or its folder's name for a search run's `genotype.json`."""
+    if arg in published_names():
+        return arg
+    path = Path(arg)
+    return path.parent.name if path.stem == "genotype" and path.parent.name else path.stem
 
 
 def _stderr(msg: str) -> None:
