@@ -8,8 +8,12 @@ Strata: besides uniform draws, every fifth sample favours few and every fifth ma
 parameter-heavy operations, so the predictor sees the extremes of latency. Any space
 with `sample(rng, heavy_share)` can be profiled (DARTS genotypes, NAS-Bench-201 cells).
 
-Measured profiles time networks in interleaved groups (A B C D A B C D ...) and check the
-machine's drift with a reference network timed at the start and at the end.
+Measured profiles time networks in interleaved groups (A B C D R A B C D R ...), where R
+is a fixed reference network (DARTS_V2's deployed network) timed in every group: each row
+records `reference_ms`, the reference's latency in the same rounds, so the state of a
+shared machine during that group (frequency, a neighbour's load) can be divided out when
+a predictor is trained (`latency.predictor.train.reference_normalised`). The drift check
+also compares the reference at the start and at the end of the run.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def profile_hardware(
     samples: int,
     seed: int = 0,
     shard: tuple[int, int] = (0, 1),
-    group: int = 4,
+    group: int = 8,
     timing: Any = None,
     log: Callable[[str], None] = print,
 ) -> ProfileSummary:
@@ -112,13 +116,14 @@ def profile_hardware(
     summary = ProfileSummary(profile.name, profile.label, str(out), len(ids), len(ids) - len(todo))
     if summary.already:
         log(f"resuming: {summary.already} of {len(ids)} samples already in {out}")
-    measure = None if profile.simulated else _measurer(profile, timing)
-    check = None
-    if measure is not None and todo:
+    measure, check = None, None
+    if not profile.simulated and todo:
         from latency.measure import stability_check
 
         ref_model, shape = _deployed(DARTS_V2, profile)
-        check = stability_check(profile_runner(profile, ref_model, shape), timing)
+        reference = profile_runner(profile, ref_model, shape)
+        measure = _measurer(profile, timing, reference)
+        check = stability_check(reference, timing)
         check.start()
     started = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"profiling {profile.name} ({profile.label})",
@@ -161,8 +166,9 @@ def profile_runner(profile: HardwareProfile, model: Any, shape: Any,
                    threads=profile.threads or 1)
 
 
-def _measurer(profile: HardwareProfile, timing: Any
+def _measurer(profile: HardwareProfile, timing: Any, reference: Any
               ) -> Callable[[list[Genotype]], list[tuple[float, dict[str, Any]]]]:
+    """Times a group of genotypes interleaved with the `reference` runner."""
     from latency.measure import fingerprint, measure_many
 
     fp = fingerprint()
@@ -172,10 +178,11 @@ def _measurer(profile: HardwareProfile, timing: Any
         for g in genotypes:
             model, shape = _deployed(g, profile)
             runners.append(profile_runner(profile, model, shape))
+        *measured, ref = measure_many([*runners, reference], config=timing)
         out = []
-        for m in measure_many(runners, config=timing):
+        for m in measured:
             out.append((m.median_ms, {"spread": m.spread, "noisy": m.noisy, "repeats": m.runs,
-                                      "fingerprint": fp}))
+                                      "reference_ms": ref.median_ms, "fingerprint": fp}))
         return out
 
     return measure

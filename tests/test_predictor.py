@@ -312,3 +312,19 @@ def test_shipped_predictors_still_load(name):
 
     ms, _ = model.predict(space.encode(get_genotype("PDARTS"))[None])
     assert np.isfinite(ms).all() and ms[0] > 0
+
+
+def test_reference_normalisation_divides_out_the_machine_state() -> None:
+    from latency.predictor.train import reference_normalised
+
+    # three rows timed in rounds where the machine ran 0%, +10% and -5% slow
+    rows = [{"reference_ms": 2.0}, {"reference_ms": 2.2}, {"reference_ms": 1.9}]
+    y = np.array([4.0, 5.5, 0.95])
+    out, ref = reference_normalised(rows, y)
+    assert ref == 2.0  # the median reference
+    assert out == pytest.approx([4.0, 5.0, 1.0])
+    out, ref = reference_normalised(rows, y, reference_ms=4.0)
+    assert ref == 4.0 and out == pytest.approx([8.0, 10.0, 2.0])
+    # one row without a reference (simulated / imported data): labels untouched
+    same, none = reference_normalised(rows + [{"latency_ms": 1.0}], np.append(y, 1.0))
+    assert none is None and same.tolist() == [4.0, 5.5, 0.95, 1.0]

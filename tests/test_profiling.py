@@ -47,6 +47,9 @@ def test_measured_profile_records_how_it_was_measured(tmp_path) -> None:
     assert row["source"] == "measured" and row["backend"] == "torch-cpu"
     assert row["threads"] == 1 and row["batch_size"] == 1 and row["repeats"] >= 3
     assert row["fingerprint"]["hash"] and row["latency_ms"] > 0
+    # both rows were timed in one interleaved group with the reference network
+    rows = load_samples(out)
+    assert rows[0]["reference_ms"] > 0 and rows[0]["reference_ms"] == rows[1]["reference_ms"]
 
 
 def test_shards_profile_disjoint_ids_that_merge_to_the_whole(tmp_path) -> None:

@@ -35,6 +35,27 @@ def encode_rows(rows: Sequence[dict[str, Any]]) -> tuple[Any, np.ndarray, np.nda
     return space, X, y
 
 
+def reference_normalised(
+    rows: Sequence[dict[str, Any]], y: np.ndarray, reference_ms: float | None = None
+) -> tuple[np.ndarray, float | None]:
+    """Latencies with the machine's state divided out, when every row carries one.
+
+    A measured row records `reference_ms`: a fixed reference network timed in the same
+    interleaved rounds. A shared machine drifts between sessions by several percent
+    (frequency, neighbours), and every network in a round drifts alike, so
+    `latency * reference_ms / row_reference` is the latency the row would have had at the
+    machine state where the reference takes `reference_ms` (default: the median over the
+    rows). Returns the labels unchanged and None when any row lacks a reference (simulated
+    or imported data).
+    """
+    refs = [r.get("reference_ms") for r in rows]
+    if not rows or any(not isinstance(v, (int, float)) or v <= 0 for v in refs):
+        return y, None
+    ref = np.asarray(refs, dtype=np.float64)
+    target = float(np.median(ref)) if reference_ms is None else float(reference_ms)
+    return y * (target / ref), target
+
+
 def split(n: int, test_fraction: float, seed: int, train_size: int | None = None
           ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, test) indices: `train_size` rows for training and all others held
@@ -70,6 +91,7 @@ def train_predictor(
     if len(rows) < 10:
         raise SampleError(f"{len(rows)} samples are too few to train and hold out a test set")
     space, X, y = encode_rows(rows)
+    y, reference_ms = reference_normalised(rows, y)
     train, test = split(len(y), test_fraction, seed, train_size)
     layout = layout_for_space(space)
     mlp = LatencyMLP(layout, config or MLPConfig(seed=seed)).fit(X[train], y[train])
@@ -82,11 +104,13 @@ def train_predictor(
     save_predictor(mlp, out, space=space.name, op_names=space.op_names, hardware=hardware,
                    dataset=dataset, metrics=results["mlp"],
                    extra={"sources": sources, "n_train": int(len(train)),
-                          "n_test": int(len(test)), "seed": seed})
+                          "n_test": int(len(test)), "seed": seed,
+                          "reference_ms": reference_ms})
     summary = {
         "hardware": hardware, "space": space.name, "samples": dataset, "sources": sources,
         "n_train": int(len(train)), "n_test": int(len(test)),
         "excluded_below_min_latency": excluded, "min_latency_ms": min_latency_ms,
+        "reference_normalised": reference_ms is not None, "reference_ms": reference_ms,
         "metrics": results, "mean_uncertainty_ms": float(np.mean(std)), "predictor": str(out),
     }
     out_dir = Path(out)
@@ -99,9 +123,14 @@ def train_predictor(
 def evaluate_predictor(path: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     space, X, y = encode_rows(rows)
     mlp, meta = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    normalised = False
+    trained_ref = (meta.get("extra") or {}).get("reference_ms")
+    if trained_ref:  # judge on labels at the machine state it was trained at
+        y2, ref = reference_normalised(rows, y, trained_ref)
+        y, normalised = y2, ref is not None
     mean, _ = mlp.predict(X)
     return {"predictor": str(path), "hardware": meta.get("hardware"), "n": int(len(y)),
-            **report(y, mean)}
+            "reference_normalised": normalised, **report(y, mean)}
 
 
 def _calibration_plot(y: np.ndarray, pred: np.ndarray, path: Path, title: str) -> None:

@@ -85,5 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if summary["excluded_below_min_latency"]:
         print(f"  {summary['excluded_below_min_latency']} samples below "
               f"{summary['min_latency_ms']} ms excluded from training and evaluation")
+    if summary.get("reference_normalised"):
+        print(f"  labels normalised to the reference network at {summary['reference_ms']:.3f} ms "
+              "(timed in the same interleaved rounds as each sample)")
     print(f"  report.json and calibration.png in {out}")
     return 0
