@@ -109,3 +109,16 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_threads_option_sets_torch_threads_and_rejects_zero(capsys) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        code, out, _ = run_cli(["--threads", "1", "info", "DARTS_V2", "--json"], capsys)
+        assert code == 0 and torch.get_num_threads() == 1 and json.loads(out)["params"] > 0
+        code, _, err = run_cli(["--threads", "0", "info", "DARTS_V2"], capsys)
+        assert code == 2 and err.startswith("error:") and "--threads" in err
+    finally:
+        torch.set_num_threads(before)

@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Hardware-aware differentiable architecture search (DARTS, P-DARTS).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for training and search (default: PyTorch's choice, "
+                        "one per core); on a shared machine 1 avoids threads fighting over "
+                        "cores. Latency measurement always uses its profile's own count.")
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=OneLineErrorParser
     )
@@ -52,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.threads is not None:
+            _set_threads(args.threads)
         return int(args.run(args) or 0)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -60,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = getattr(args, "resume_hint", None)
         print(f"interrupted{'; resume with ' + hint if hint else ''}", file=sys.stderr)
         return 130
+
+
+def _set_threads(n: int) -> None:
+    if n < 1:
+        raise InputError(f"--threads must be at least 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
 
 
 if __name__ == "__main__":
