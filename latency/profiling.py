@@ -55,6 +55,8 @@ class ProfileSummary:
     seconds: float = 0.0
     stability: dict[str, Any] | None = None
     latencies_ms: list[float] = field(default_factory=list)
+    #: the reference network's latency in each interleaved group of this session
+    references_ms: list[float] = field(default_factory=list)
 
     @property
     def per_minute(self) -> float:
@@ -70,7 +72,19 @@ class ProfileSummary:
             "latency_ms_min": min(lat) if lat else None,
             "latency_ms_median": float(np.median(lat)) if lat else None,
             "latency_ms_max": max(lat) if lat else None,
+            "reference": reference_drift(self.references_ms),
         }
+
+
+def reference_drift(refs: list[float]) -> dict[str, float] | None:
+    """How much the machine moved during a session, read off the reference network timed in
+    every group: its median and the 5th-95th percentile range relative to the median."""
+    if not refs:
+        return None
+    a = np.asarray(refs, dtype=np.float64)
+    lo, med, hi = np.percentile(a, [5, 50, 95])
+    return {"groups": len(refs), "median_ms": float(med), "p5_ms": float(lo),
+            "p95_ms": float(hi), "range_5_95": float((hi - lo) / med)}
 
 
 def _deployed(genotype: Genotype, profile: HardwareProfile) -> tuple[Any, tuple[int, ...]]:
@@ -134,6 +148,8 @@ def profile_hardware(
             genotypes = [sample_genotype(space, seed, k) for k in chunk]
             results = (measure(genotypes) if measure is not None
                        else [_simulate(g, profile) for g in genotypes])
+            if results and "reference_ms" in results[0][1]:
+                summary.references_ms.append(float(results[0][1]["reference_ms"]))
             for k, g, (lat, extra) in zip(chunk, genotypes, results, strict=True):
                 writer.append(_row(k, space, g, profile, lat, extra))
                 summary.written += 1

@@ -50,6 +50,16 @@ def test_measured_profile_records_how_it_was_measured(tmp_path) -> None:
     # both rows were timed in one interleaved group with the reference network
     rows = load_samples(out)
     assert rows[0]["reference_ms"] > 0 and rows[0]["reference_ms"] == rows[1]["reference_ms"]
+    ref = s.to_dict()["reference"]
+    assert ref["groups"] == 1 and ref["median_ms"] == rows[0]["reference_ms"]
+
+
+def test_reference_drift_summary_by_hand() -> None:
+    from latency.profiling import reference_drift
+
+    assert reference_drift([]) is None
+    r = reference_drift([1.0, 2.0, 3.0])  # percentiles 1.1, 2.0, 2.9 (linear)
+    assert r["median_ms"] == 2.0 and r["range_5_95"] == pytest.approx((2.9 - 1.1) / 2.0)
 
 
 def test_shards_profile_disjoint_ids_that_merge_to_the_whole(tmp_path) -> None:

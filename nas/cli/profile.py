@@ -92,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
         verdict = "within" if s.get("within_threshold") else "OUTSIDE"
         print(f"  drift check (DARTS_V2 at start and end): {100 * s['relative_diff']:+.1f}%, "
               f"{verdict} the noise threshold")
+    if d.get("reference"):
+        r = d["reference"]
+        print(f"  reference network over {r['groups']} groups: median {r['median_ms']:.3f} ms, "
+              f"5th-95th percentile range {100 * r['range_5_95']:.1f}% (divided out when a "
+              "predictor is trained)")
     return 0
 
 
