@@ -246,3 +246,39 @@ def test_small_preset_reaches_95_percent_on_digits(tmp_path, capsys) -> None:
                                  "--out", str(out), "--json"], capsys)
     assert code == 0, err
     assert json.loads(stdout)["test_acc"] >= 0.95
+
+
+NB201_CELL = ("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|"
+              "+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|")
+
+
+def test_nb201_cell_retrains_as_the_benchmark_network(tmp_path, capsys) -> None:
+    out = tmp_path / "nb"
+    code, stdout, err = run_cli(["retrain", "--genotype", NB201_CELL, "--epochs", "1",
+                                 "--channels", "4", "--layers", "1", "--limit", "64",
+                                 "--batch-size", "32", "--no-measure", "--out", str(out),
+                                 "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["network"]["layout"] == "nb201" and report["genotype_name"] == "nb201-cell"
+    saved = json.loads((out / "config.json").read_text())["retrain"]
+    assert saved["space"] == "nb201" and saved["auxiliary_weight"] == 0.0
+    assert saved["drop_path"] == 0.0
+    assert json.loads((out / "genotype.json").read_text())["arch"] == NB201_CELL
+
+    net, cfg, arch = load_trained(out)
+    assert str(arch) == NB201_CELL and cfg.layers == 1
+    from search_spaces.complexity import count_parameters
+    assert count_parameters(net) == report["params"]
+    x = load_dataset("digits").test_x[:8]
+    with torch.no_grad():
+        logits, aux = net(x)
+    assert aux is None and logits.shape == (8, 10)
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(None, {"input": x.numpy()})
+    assert torch.allclose(torch.from_numpy(onnx_logits), logits, atol=1e-4, rtol=1e-4)
+
+    # a search run's NB201 genotype.json is accepted too; resuming with a DARTS one is not
+    code, _, err = run_cli(["retrain", "--resume", str(out), "--genotype", "DARTS_V2"], capsys)
+    _one_line_error(code, err, "not the genotype")

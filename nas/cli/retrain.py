@@ -14,6 +14,7 @@ from nas import __version__
 from nas.data.registry import dataset_names, load_dataset
 from nas.retrain.config import PRESETS, RetrainConfig, preset_config, validate_config
 from nas.retrain.export import ONNX_FILE, STATE_DICT, export_network_onnx, save_state_dict
+from nas.retrain.networks import Arch, for_space, load_arch, resolve_arch, save_arch
 from nas.retrain.report import (
     format_report,
     measured_latency_here,
@@ -24,11 +25,11 @@ from nas.retrain.trainer import Retrainer
 from nas.run_dir import RunDir
 from nas.search.config import default_preset
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype, load_genotype, save_genotype
-from search_spaces.genotype_library import published_names, resolve_genotype
-from search_spaces.space import get_space
+from search_spaces.genotype_library import published_names
 
 GENOTYPE_FILE = "genotype.json"
+#: NAS-Bench-201's own network: 16 channels, 5 cells per stage
+NB201_CHANNELS, NB201_CELLS_PER_STAGE = 16, 5
 REPORT_FILE = "report.json"
 
 
@@ -41,8 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "report test accuracy, size and latency, and export a state dict and ONNX. On the "
         "embedded digits dataset a small preset finishes in about a minute.",
     )
-    p.add_argument("--genotype", help=f"published name ({', '.join(published_names())}) or a "
-                   "genotype file (genotype.json from `nas search`, or a DARTS literal)")
+    p.add_argument("--genotype", help=f"published name ({', '.join(published_names())}), a "
+                   "genotype file (genotype.json from `nas search`, or a DARTS literal), or a "
+                   "NAS-Bench-201 arch string (|op~0|+...|)")
     p.add_argument("--dataset", choices=dataset_names(), default="digits",
                    help="digits (embedded, default) or cifar10 (needs --data-dir)")
     p.add_argument("--data-dir", help="directory of the CIFAR-10 python batches")
@@ -54,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="small (default on digits) or paper (default otherwise)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--channels", type=int, help="initial channels")
-    p.add_argument("--layers", type=int, help="cells")
+    p.add_argument("--layers", type=int, help="cells (NAS-Bench-201: cells per stage, "
+                   "default 5)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--drop-path", type=float, help="final drop-path probability")
@@ -69,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def config_from_args(args: argparse.Namespace) -> RetrainConfig:
+def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
     preset = args.preset or default_preset(args.dataset)
     cfg = preset_config(preset).with_overrides(
         dataset=args.dataset, data_dir=args.data_dir, hardware=args.hardware,
@@ -82,14 +85,16 @@ def config_from_args(args: argparse.Namespace) -> RetrainConfig:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
     if cfg.predictor and not cfg.hardware:
         raise InputError("--predictor needs --hardware NAME (the profile it predicts)")
+    cfg = for_space(cfg, arch)
+    if cfg.space == "nb201":  # the benchmark's network unless asked otherwise
+        cfg = cfg.with_overrides(layers=args.layers or NB201_CELLS_PER_STAGE,
+                                 init_channels=args.channels or NB201_CHANNELS)
     validate_config(cfg)
     return cfg
 
 
-def _genotype(name_or_path: str) -> Genotype:
-    genotype = resolve_genotype(name_or_path)
-    genotype.validate(get_space("darts").op_names)  # unknown op names fail here, one line
-    return genotype
+def _genotype(name_or_path: str) -> Arch:
+    return resolve_arch(name_or_path)  # unknown op names fail here, one line
 
 
 def _genotype_name(arg: str) -> str:
@@ -97,6 +102,8 @@ def _genotype_name(arg: str) -> str:
     file's stem, or its folder's name for a search run's `genotype.json`."""
     if arg in published_names():
         return arg
+    if arg.startswith("|"):
+        return "nb201-cell"
     path = Path(arg)
     return path.parent.name if path.stem == "genotype" and path.parent.name else path.stem
 
@@ -105,24 +112,24 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _open_resume(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Genotype, str]:
+def _open_resume(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch, str]:
     run_dir = RunDir.open(args.resume)
     saved = run_dir.config()
     if "retrain" not in saved:
         raise InputError(f"{run_dir.path} is not a retrain run (no 'retrain' in config.json)")
     cfg = RetrainConfig.from_dict(saved["retrain"])
-    genotype = load_genotype(run_dir.path / GENOTYPE_FILE)
+    genotype = load_arch(run_dir.path / GENOTYPE_FILE)
     if args.genotype and _genotype(args.genotype) != genotype:
         raise InputError(f"--genotype {args.genotype} is not the genotype {run_dir.path} was "
                          "trained for; drop --genotype to resume it")
     return run_dir, cfg, genotype, saved.get("genotype_name", "genotype")
 
 
-def _create(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Genotype, str, Any]:
+def _create(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch, str, Any]:
     if not args.genotype:
         raise InputError("--genotype NAME|PATH is required (or --resume DIR)")
     genotype = _genotype(args.genotype)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, genotype)
     profile = load_profile(cfg.hardware) if cfg.hardware else None
     if profile is not None:  # a missing or damaged predictor fails before anything is written
         predicted_latency(genotype, profile.name, cfg.predictor)
@@ -142,7 +149,7 @@ def _create(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Genotype, 
         "command": ["nas", *sys.argv[1:]],
     }
     run_dir = RunDir.create(out, config)
-    save_genotype(genotype, run_dir.path / GENOTYPE_FILE)
+    save_arch(genotype, run_dir.path / GENOTYPE_FILE)
     return run_dir, cfg, genotype, name, data
 
 
@@ -173,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genotype: Genotype,
+def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genotype: Arch,
             name: str, trainer: Retrainer, result: Any, spec: Any,
             prediction: dict[str, Any] | None) -> dict[str, Any]:
     net = trainer.net.eval()
@@ -188,7 +195,8 @@ def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genot
         "genotype_name": name,
         "genotype": genotype.to_dict(),
         "dataset": cfg.dataset,
-        "network": {"layout": "cifar", "channels": cfg.init_channels, "layers": cfg.layers,
+        "network": {"layout": "cifar" if cfg.space == "darts" else cfg.space,
+                    "channels": cfg.init_channels, "layers": cfg.layers,
                     "input": list(shape), "num_classes": spec.num_classes},
         "epochs": cfg.epochs,
         "seed": cfg.seed,

@@ -19,6 +19,7 @@ from search_spaces.errors import InputError
 
 @dataclass(frozen=True)
 class RetrainConfig:
+    space: str = "darts"  # darts | nb201: set from the genotype being trained
     dataset: str = "digits"
     data_dir: str | None = None
     hardware: str | None = None
@@ -79,7 +80,9 @@ def validate_config(cfg: RetrainConfig) -> None:
     """Reject impossible settings with one-line errors before anything is written."""
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
-        (cfg.layers >= 3, f"--layers must be at least 3 (two reduction cells), got {cfg.layers}"),
+        (cfg.layers >= 3 or cfg.space != "darts",
+         f"--layers must be at least 3 (two reduction cells), got {cfg.layers}"),
+        (cfg.layers >= 1, f"--layers must be at least 1, got {cfg.layers}"),
         (cfg.init_channels >= 2 and cfg.init_channels % 2 == 0,
          f"--channels must be an even number >= 2, got {cfg.init_channels}"),
         (cfg.batch_size >= 2, f"--batch-size must be at least 2, got {cfg.batch_size}"),

@@ -15,11 +15,10 @@ from torch import nn
 
 from latency.measure.onnx_export import OnnxExportError, export_onnx
 from nas.retrain.config import RetrainConfig
-from nas.retrain.trainer import build_network
+from nas.retrain.networks import Arch, build_network, load_arch
 from nas.run_dir import RunDir
 from search_spaces.errors import InputError
 from search_spaces.fileio import atomic_write_bytes
-from search_spaces.genotype import Genotype, load_genotype
 
 STATE_DICT = "model.pt"
 ONNX_FILE = "model.onnx"
@@ -43,14 +42,14 @@ def export_network_onnx(net: nn.Module, input_shape: tuple[int, ...], path: Path
     return None
 
 
-def load_trained(run_dir: str | Path) -> tuple[nn.Module, RetrainConfig, Genotype]:
+def load_trained(run_dir: str | Path) -> tuple[nn.Module, RetrainConfig, Arch]:
     """Rebuild a retrained network from its run directory, in eval mode."""
     run = RunDir.open(run_dir)
     config = run.config()
     if "retrain" not in config:
         raise InputError(f"{run.path} is not a retrain run (no 'retrain' in config.json)")
     cfg = RetrainConfig.from_dict(config["retrain"])
-    genotype = load_genotype(run.path / "genotype.json")
+    genotype = load_arch(run.path / "genotype.json")
     spec = config.get("dataset_spec") or {}
     net = build_network(genotype, cfg, int(spec.get("in_channels", 3)),
                         int(spec.get("num_classes", 10)))

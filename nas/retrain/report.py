@@ -20,38 +20,47 @@ from torch import nn
 from latency.hardware import HardwareProfile, load_profile
 from search_spaces.complexity import count_macs, count_parameters
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype
 
 #: the profile whose timing rules (batch, threads, precision, repeats) measure "here"
 HERE_PROFILE = "cpu"
 
 
-def describe_deployed(profile: HardwareProfile) -> str:
+def describe_deployed(profile: HardwareProfile, space: str = "darts") -> str:
     net = profile.network
     shape = "x".join(str(s) for s in profile.input_shape)
+    if space == "nb201":  # latency.simulate.nb201_deployed_network: the benchmark's network
+        return (f"{profile.name}'s deployed NAS-Bench-201 network: C=16, 5 cells per stage, "
+                f"input {shape}, batch {profile.batch_size}, {profile.precision}")
     return (f"{profile.name}'s deployed network: {net.get('layout', 'cifar')} layout, input "
             f"{shape}, {net['layers']} cells, {net['channels']} channels, batch "
             f"{profile.batch_size}, {profile.precision}")
 
 
-def predicted_latency(genotype: Genotype, hardware: str,
+def predicted_latency(genotype: Any, hardware: str,
                       predictor: str | None = None) -> dict[str, Any]:
     """The profile's predictor on this genotype, or why there is no prediction."""
     from latency.predictor.artifact import load_predictor
     from nas.cli.predictor import default_predictor_path
+    from nas.retrain.networks import space_of
     from search_spaces.space import get_space
 
     profile = load_profile(hardware)
+    space = get_space(space_of(genotype))
     out: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
-                           "refers_to": describe_deployed(profile), "ms": None}
-    path = Path(predictor) if predictor else default_predictor_path(profile.name)
+                           "refers_to": describe_deployed(profile, space.name), "ms": None}
+    path = Path(predictor) if predictor else default_predictor_path(profile.name, space.name)
     if predictor and not (path / "predictor.json").is_file():
         raise InputError(f"no latency predictor at {path} (no predictor.json)")
     if not (path / "predictor.json").is_file():
-        out["note"] = (f"no predictor at {path}; run `nas profile --hardware {profile.name}` "
-                       f"and `nas predictor train --hardware {profile.name}`")
+        from nas.cli.profile import default_samples_path
+
+        hint, samples = "", ""
+        if space.name != "darts":
+            hint = f" --space {space.name}"
+            samples = f" --samples {default_samples_path(profile.name, space.name)}"
+        out["note"] = (f"no predictor at {path}; run `nas profile --hardware {profile.name}"
+                       f"{hint}` and `nas predictor train --hardware {profile.name}{samples}`")
         return out
-    space = get_space("darts")
     mlp, _ = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
     mean, std = mlp.predict(space.encode(genotype)[None].astype(np.float32))
     out.update({"ms": float(mean[0]), "std_ms": float(std[0]), "predictor": str(path)})

@@ -20,31 +20,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from nas.data.batches import Batches
 from nas.data.registry import train_augment
 from nas.data.spec import DatasetSplits
 from nas.retrain.config import RetrainConfig
+from nas.retrain.networks import Arch, build_network
 from nas.run_dir import LOG, RunDir
 from nas.training import cosine_lr, evaluate, to_layout
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype
-from search_spaces.space import get_space
 
 Log = Callable[[str], None]
 #: images per batch when evaluating (no gradients, so larger than training batches)
 EVAL_BATCH = 256
-
-
-def build_network(genotype: Genotype, cfg: RetrainConfig, in_channels: int,
-                  num_classes: int) -> nn.Module:
-    """The discrete network a retrain trains (CIFAR layout: it fits 8x8 and 32x32 inputs)."""
-    return get_space("darts").build_network(
-        genotype, cfg.init_channels, cfg.layers, num_classes, in_channels,
-        layout="cifar", auxiliary=cfg.auxiliary,
-    )
 
 
 def drop_path_probability(cfg: RetrainConfig, epoch: int) -> float:
@@ -66,7 +55,7 @@ class Retrainer:
     def __init__(
         self,
         cfg: RetrainConfig,
-        genotype: Genotype,
+        genotype: Arch,
         run: RunDir,
         data: DatasetSplits,
         log: Log = print,
