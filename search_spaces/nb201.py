@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,6 +348,22 @@ class ResNetBasicBlock(nn.Module):
         return self.shortcut(x) + self.conv_b(self.conv_a(x))
 
 
+def stage_layers(C: int, N: int, make_cell: Callable[[int], nn.Module]
+                 ) -> tuple[list[nn.Module], int]:
+    """NB201's macro skeleton between stem and head, shared by the discrete network and the
+    supernet (so their state dicts line up): three stages of N cells at C, 2C, 4C channels
+    with a residual reduction block before the second and third. Returns the layers and
+    the last stage's channels."""
+    layers: list[nn.Module] = []
+    C_prev = C
+    for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
+        if stage > 0:
+            layers.append(ResNetBasicBlock(C_prev, C_curr))
+        layers.extend(make_cell(C_curr) for _ in range(N))
+        C_prev = C_curr
+    return layers, C_prev
+
+
 class Nb201Network(nn.Module):
     """NAS-Bench-201's CIFAR network; `forward` returns logits (not a (features, logits)
     pair as the benchmark's code does), like the project's other networks."""
@@ -360,13 +376,7 @@ class Nb201Network(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C)
         )
-        layers: list[nn.Module] = []
-        C_prev = C
-        for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                layers.append(ResNetBasicBlock(C_prev, C_curr))
-            layers.extend(InferCell(arch, C_curr) for _ in range(N))
-            C_prev = C_curr
+        layers, C_prev = stage_layers(C, N, lambda c: InferCell(arch, c))
         self.cells = nn.Sequential(*layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

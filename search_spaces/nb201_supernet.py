@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.nb201 import (
@@ -32,13 +31,12 @@ from search_spaces.nb201 import (
     NUM_NODES,
     Nb201Arch,
     Nb201Network,
-    ResNetBasicBlock,
+    stage_layers,
 )
 from search_spaces.ops import check_op_names
-from search_spaces.supernet import SourceEdges
+from search_spaces.supernet import ArchParameters, SourceEdges
 from search_spaces.supernet_ops import (
     EdgeBatchOp,
-    SharedIdentity,
     SourceCache,
     build_edge_batch,
 )
@@ -139,7 +137,7 @@ def check_edge_ops(edge_ops: dict[str, EdgeOps]) -> list[list[str]]:
     return [list(o) for o in ops]
 
 
-class Nb201SuperNet(nn.Module):
+class Nb201SuperNet(ArchParameters, nn.Module):
     """NB201's search network with its architecture parameters (`self.arch["normal"]`).
 
     Same interface as the DARTS `SuperNet`, so the search driver, architect and loop run
@@ -161,13 +159,9 @@ class Nb201SuperNet(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C)
         )
-        layers: list[nn.Module] = []
-        C_prev = C
-        for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
-            if stage > 0:
-                layers.append(ResNetBasicBlock(C_prev, C_curr))
-            layers.extend(Nb201SearchCell(C_curr, self.edge_ops["normal"]) for _ in range(N))
-            C_prev = C_curr
+        layers, C_prev = stage_layers(
+            C, N, lambda c: Nb201SearchCell(c, self.edge_ops["normal"])
+        )
         self.cells = nn.ModuleList(layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -176,24 +170,6 @@ class Nb201SuperNet(nn.Module):
         self.arch = nn.ParameterDict(
             {"normal": nn.Parameter(alpha_init_scale * torch.randn(NUM_EDGES, width))}
         )
-
-    # -- parameter groups (the driver's interface) ------------------------------------
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.arch.parameters())
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
-
-    def arch_weights(self) -> dict[str, torch.Tensor]:
-        """Softmax of the architecture tensor over each edge's ops."""
-        return {k: F.softmax(a, dim=-1) for k, a in self.arch.items()}
-
-    def set_skip_dropout(self, p: float) -> None:
-        """Element-wise dropout after every skip-connect (P-DARTS' regulariser)."""
-        for m in self.modules():
-            if isinstance(m, SharedIdentity):
-                m.p = p
 
     def forward(
         self, x: torch.Tensor, arch_weights: dict[str, torch.Tensor] | None = None

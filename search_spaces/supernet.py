@@ -143,7 +143,32 @@ def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-class SuperNet(nn.Module):
+class ArchParameters:
+    """The supernet interface the search driver and the architect use: architecture
+    parameters in `self.arch` (a ParameterDict keyed by cell type, one row per edge),
+    everything else a weight. Shared by every space's supernet."""
+
+    arch: nn.ParameterDict
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.arch.parameters())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        named = self.named_parameters()  # type: ignore[attr-defined]
+        return [p for name, p in named if not name.startswith("arch.")]
+
+    def arch_weights(self) -> dict[str, torch.Tensor]:
+        """Softmax of each architecture tensor over its ops (per edge)."""
+        return {k: F.softmax(a, dim=-1) for k, a in self.arch.items()}
+
+    def set_skip_dropout(self, p: float) -> None:
+        """P-DARTS: the element-wise dropout rate after every stride-1 skip-connect."""
+        for m in self.modules():  # type: ignore[attr-defined]
+            if isinstance(m, SharedIdentity):
+                m.p = p
+
+
+class SuperNet(ArchParameters, nn.Module):
     """The DARTS search network with its architecture parameters.
 
     Architecture parameters live in `self.arch` (a ParameterDict keyed by cell type);
@@ -210,24 +235,6 @@ class SuperNet(nn.Module):
                 for k, v in self.edge_ops.items()
             }
         )
-
-    # -- parameter groups -------------------------------------------------------------
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.arch.parameters())
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if not name.startswith("arch.")]
-
-    def arch_weights(self) -> dict[str, torch.Tensor]:
-        """Softmax of each architecture tensor over its ops (per edge)."""
-        return {k: F.softmax(a, dim=-1) for k, a in self.arch.items()}
-
-    def set_skip_dropout(self, p: float) -> None:
-        """P-DARTS: the element-wise dropout rate after every stride-1 skip-connect."""
-        for m in self.modules():
-            if isinstance(m, SharedIdentity):
-                m.p = p
 
     def forward(
         self, x: torch.Tensor, arch_weights: dict[str, torch.Tensor] | None = None
