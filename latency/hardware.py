@@ -49,6 +49,7 @@ number is a `HardwareError` naming the file and the field, on one line)::
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -307,12 +308,48 @@ class HardwareProfile:
         return out
 
 
+#: environment variable naming the user's data directory (default ~/.hw-nas)
+HOME_ENV = "HW_NAS_HOME"
+
+
 def profiles_dir() -> Path:
+    """The profiles shipped with the package (read-only in a normal install)."""
     return Path(str(resources.files("hardware_profiles")))
 
 
+def user_profiles_dir() -> Path:
+    """Where the user's own profiles, samples and predictors go ($HW_NAS_HOME, default
+    ~/.hw-nas, then hardware_profiles/): never inside the installed package, so a
+    reinstall cannot delete what a user measured and a read-only install still works."""
+    home = os.environ.get(HOME_ENV) or str(Path.home() / ".hw-nas")
+    return Path(home).expanduser() / "hardware_profiles"
+
+
+def profile_dirs() -> list[Path]:
+    """Search order: the user's directory first (their files shadow shipped ones)."""
+    return [user_profiles_dir(), profiles_dir()]
+
+
+def find_profile_file(filename: str) -> Path | None:
+    """The first existing `filename` (file or directory) in `profile_dirs()`."""
+    for d in profile_dirs():
+        if (d / filename).exists():
+            return d / filename
+    return None
+
+
+def profile_file(filename: str, for_writing: bool = False) -> Path:
+    """Where `filename` is read from (the user's copy, else the shipped one, else where
+    it would be written), or, `for_writing`, always the user's directory."""
+    if not for_writing:
+        found = find_profile_file(filename)
+        if found is not None:
+            return found
+    return user_profiles_dir() / filename
+
+
 def profile_names() -> list[str]:
-    return sorted(p.stem for p in profiles_dir().glob("*.yaml"))
+    return sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.yaml")})
 
 
 def parse_profile(data: Any, where: str) -> HardwareProfile:
@@ -416,7 +453,8 @@ def load_profile(name: str) -> HardwareProfile:
         if not path.is_file():
             raise HardwareError(f"hardware profile file not found: {name}")
         return read_profile(path)
-    path = profiles_dir() / f"{name}.yaml"
+    found = find_profile_file(f"{name}.yaml") if name and "." not in name else None
+    path = found or profiles_dir() / f"{name}.yaml"
     if not name or not path.is_file():
         raise HardwareError(
             f"unknown hardware {name!r}; known profiles: {', '.join(profile_names())}"

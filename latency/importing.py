@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from latency.hardware import KINDS, HardwareError, load_profile, profiles_dir
+from latency.hardware import KINDS, HardwareError, load_profile, profile_file
 from latency.samples import SampleError, SampleWriter, arch_field, now_iso
 from search_spaces.errors import InputError
 from search_spaces.space import get_space
@@ -25,7 +25,7 @@ def ensure_imported_profile(name: str, kind: str, device: str, space: str) -> Pa
     """The profile `name`, created as `source: imported` when it does not exist yet."""
     try:
         load_profile(name)
-        return profiles_dir() / f"{name}.yaml"
+        return profile_file(f"{name}.yaml")
     except HardwareError as e:
         if "unknown hardware" not in str(e):
             raise
@@ -42,8 +42,9 @@ def ensure_imported_profile(name: str, kind: str, device: str, space: str) -> Pa
                         **({"threads": 1} if kind != "cuda" else {})},
         "network": network,
     }
-    path = profiles_dir() / f"{name}.yaml"
+    path = profile_file(f"{name}.yaml", for_writing=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(data, sort_keys=False))
     except OSError as e:
         raise InputError(f"cannot create profile {path}: {e.strerror or e}") from None

@@ -103,16 +103,33 @@ NB201_ROWS = [
 
 @pytest.fixture
 def tmp_profiles(tmp_path, monkeypatch):
-    import shutil
+    """The user's profile directory (where imports create profiles), empty at first."""
+    from latency.hardware import user_profiles_dir
 
-    import latency.hardware as hardware
-    import latency.importing as importing
+    monkeypatch.setenv("HW_NAS_HOME", str(tmp_path / "home"))
+    return user_profiles_dir()
 
-    d = tmp_path / "profiles"
-    shutil.copytree(hardware.profiles_dir(), d)
-    monkeypatch.setattr(hardware, "profiles_dir", lambda: d)
-    monkeypatch.setattr(importing, "profiles_dir", lambda: d)
-    return d
+
+def test_user_files_go_to_the_user_directory_and_shadow_shipped_ones(tmp_path, tmp_profiles,
+                                                                     capsys) -> None:
+    from latency.hardware import profile_file, profiles_dir
+    from nas.cli.predictor import default_predictor_path
+    from nas.cli.profile import default_samples_path
+
+    shipped = profiles_dir() / "p100.predictor"
+    assert default_predictor_path("p100") == shipped  # read: the shipped one
+    assert default_predictor_path("p100", for_writing=True) == tmp_profiles / "p100.predictor"
+    assert default_samples_path("cpu", for_writing=True) == tmp_profiles / "cpu.samples.jsonl"
+    # profiling with the default --out writes into the user directory, not the package
+    assert main(["profile", "--hardware", "p100", "--samples", "2"]) == 0
+    assert len(load_samples(tmp_profiles / "p100.samples.jsonl")) == 2
+    assert profile_file("p100.samples.jsonl") == tmp_profiles / "p100.samples.jsonl"
+    # a user's profile of the same name shadows the shipped one
+    text = (profiles_dir() / "p100.yaml").read_text().replace(
+        "device: ", "device: my own P100, ", 1)
+    (tmp_profiles / "p100.yaml").write_text(text)
+    assert load_profile("p100").device.startswith("my own P100")
+    capsys.readouterr()
 
 
 def write_csv(path, rows, header="index,arch,gpu_ms"):
@@ -128,6 +145,7 @@ def test_import_csv_creates_an_imported_profile_and_samples(tmp_path, tmp_profil
                  "gpu_ms", "--hardware", "some-gpu", "--kind", "cuda", "--out", str(out)]) == 0
     rows = load_samples(out)
     assert [r["latency_ms"] for r in rows] == [6.7, 5.5]
+    assert (tmp_profiles / "some-gpu.yaml").is_file()  # created in the user's directory
     assert rows[0]["source"] == "imported" and rows[0]["space"] == "nb201"
     assert load_profile("some-gpu").source == "imported"
     assert (tmp_profiles / "some-gpu.yaml").exists()

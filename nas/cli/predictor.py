@@ -6,17 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from latency.hardware import load_profile, profile_names, profiles_dir
+from latency.hardware import load_profile, profile_file, profile_names
 from latency.predictor.train import evaluate_predictor, train_predictor
 from latency.samples import load_samples
 from search_spaces.errors import InputError
 
 
-def default_predictor_path(hardware: str, space: str = "darts") -> Path:
-    """Predictors live beside their profile: hardware_profiles/<name>.predictor/ for the
-    darts space, <name>.<space>.predictor/ for another (one op set per predictor)."""
+def default_predictor_path(hardware: str, space: str = "darts",
+                           for_writing: bool = False) -> Path:
+    """Predictors live beside their profile: <name>.predictor/ for the darts space,
+    <name>.<space>.predictor/ for another (one op set per predictor). Read from the
+    user's directory, else the shipped one; always written to the user's."""
     tag = "" if space == "darts" else f".{space}"
-    return profiles_dir() / f"{hardware}{tag}.predictor"
+    return profile_file(f"{hardware}{tag}.predictor", for_writing)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["train", "eval"])
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own)")
-    p.add_argument("--out", help="predictor directory (default hardware_profiles/<name>.predictor"
-                   "; <name>.nb201.predictor for nb201 samples)")
+    p.add_argument("--out", help="predictor directory (default <name>.predictor, or "
+                   "<name>.nb201.predictor for nb201 samples, in ~/.hw-nas/hardware_profiles)")
     p.add_argument("--predictor", help="predictor directory (eval)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of samples held out for the report (default 0.2)")
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     rows = _rows(files)
     space = rows[0]["space"] if rows else "darts"
-    out = Path(args.out) if args.out else default_predictor_path(profile.name, space)
+    out = Path(args.out) if args.out else default_predictor_path(profile.name, space,
+                                                                 for_writing=True)
     summary = train_predictor(rows, out, profile.name, ", ".join(files),
                               test_fraction=args.test_fraction, seed=args.seed,
                               train_size=args.train_size, min_latency_ms=args.min_latency)

@@ -13,13 +13,15 @@ from latency.samples import merge_samples, parse_shard
 from search_spaces.space import get_space
 
 
-def default_samples_path(hardware: str, space: str = "darts") -> Path:
-    """Samples live beside the profile: hardware_profiles/<name>.samples.jsonl for the
-    darts space, <name>.<space>.samples.jsonl for another, so they never mix."""
-    from latency.hardware import profiles_dir
+def default_samples_path(hardware: str, space: str = "darts",
+                         for_writing: bool = False) -> Path:
+    """Samples live beside the profile: <name>.samples.jsonl for the darts space,
+    <name>.<space>.samples.jsonl for another, so they never mix. Read from the user's
+    directory, else the shipped one; profiling always writes (and resumes) the user's."""
+    from latency.hardware import profile_file
 
     tag = "" if space == "darts" else f".{space}"
-    return profiles_dir() / f"{hardware}{tag}.samples.jsonl"
+    return profile_file(f"{hardware}{tag}.samples.jsonl", for_writing)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,8 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="darts",
                    help="darts (default) or nb201: the space sampled, or imported")
     p.add_argument("--samples", type=int, default=200, help="architectures (default 200)")
-    p.add_argument("--out", help="sample file (default hardware_profiles/<name>.samples.jsonl; "
-                   "<name>.nb201.samples.jsonl for nb201)")
+    p.add_argument("--out", help="sample file (default <name>.samples.jsonl, or "
+                   "<name>.nb201.samples.jsonl for nb201, in ~/.hw-nas/hardware_profiles)")
     p.add_argument("--shard", default="1/1", help="I/N: profile every N-th sample from the I-th")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -70,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--samples must be at least 1, got {args.samples}")
     profile = load_profile(args.hardware)
     shard = parse_shard(args.shard)
-    out = Path(args.out) if args.out else default_samples_path(profile.name, space.name)
+    out = (Path(args.out) if args.out
+           else default_samples_path(profile.name, space.name, for_writing=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
     args.resume_hint = "the same command"
     summary = profile_hardware(profile, space, out, args.samples,
                                seed=args.seed, shard=shard,

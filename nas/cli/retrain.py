@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware",
                    help=f"profile to predict latency for ({', '.join(profile_names())})")
     p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
-                   "profile's, hardware_profiles/<name>.predictor)")
+                   "profile's: <name>.predictor in ~/.hw-nas/hardware_profiles, else shipped)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="small (default on digits) or paper (default otherwise)")
     p.add_argument("--epochs", type=int)

@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-target", type=float, metavar="MS",
                    help="with --latency-weight: only latency above this budget is penalised")
     p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
-                   "profile's, hardware_profiles/<name>.predictor)")
+                   "profile's: <name>.predictor in ~/.hw-nas/hardware_profiles, else shipped)")
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="run directory (default results/<time>-<space>-<hardware>)")
