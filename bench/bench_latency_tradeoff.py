@@ -15,8 +15,8 @@ Two phases, because accuracy and latency need different conditions:
     python bench/bench_latency_tradeoff.py measure
     python bench/bench_latency_tradeoff.py table     # markdown for BENCHMARKS.md
 
-Needs `hardware_profiles/cpu.predictor` (`nas profile --hardware cpu` then
-`nas predictor train --hardware cpu`), or `--predictor PATH`.
+Needs a `cpu` predictor (`~/.hw-nas/hardware_profiles/cpu.predictor`: run
+`nas profile --hardware cpu`, then `nas predictor train --hardware cpu`), or `--predictor`.
 """
 
 from __future__ import annotations
