@@ -58,7 +58,7 @@ from typing import Any
 
 import yaml
 
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, first_line
 
 SOURCES = ("measured", "simulated", "imported")
 KINDS = ("cpu", "x86", "arm", "cuda")
@@ -428,7 +428,7 @@ def _yaml_message(e: yaml.YAMLError) -> str:
         if mark is not None:
             return f"{what} (line {mark.line + 1}, column {mark.column + 1})"
         return str(what)
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    first = first_line(e)
     return first
 
 

@@ -589,10 +589,6 @@ def deployed_network(genotype: Any, profile: HardwareProfile | str) -> tuple[nn.
     return model.eval(), shape
 
 
-#: NAS-Bench-201's own network: C=16 channels in the first stage, N=5 cells per stage.
-NB201_DEPLOYED = {"channels": 16, "cells_per_stage": 5}
-
-
 def nb201_deployed_network(arch: Any, profile: HardwareProfile) -> tuple[nn.Module, tuple]:
     """An NB201 cell's deployed network: the benchmark's CIFAR network (C=16, N=5) with the
     profile's input shape and classes.
@@ -604,11 +600,11 @@ def nb201_deployed_network(arch: Any, profile: HardwareProfile) -> tuple[nn.Modu
     is what is built, whatever those two fields say. (Profiles that `nas profile import`
     creates for nb201 record exactly that network: 15 cells, 16 channels.)
     """
-    from search_spaces.nb201 import Nb201Network
+    from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS, Nb201Network
 
     net = profile.network
     shape = profile.input_shape
-    model = Nb201Network(arch, C=NB201_DEPLOYED["channels"], N=NB201_DEPLOYED["cells_per_stage"],
+    model = Nb201Network(arch, C=BENCHMARK_CHANNELS, N=BENCHMARK_CELLS_PER_STAGE,
                          num_classes=net["num_classes"], in_channels=shape[0])
     return model.eval(), shape
 

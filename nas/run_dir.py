@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, first_line
 from search_spaces.fileio import atomic_write_bytes
 
 LOG = "log.jsonl"
@@ -109,7 +109,7 @@ class RunDir:
         except FileNotFoundError:
             raise InputError(f"cannot resume {self.path}: no {CHECKPOINT}") from None
         except Exception as e:  # torch raises several types for damaged archives
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = first_line(e)
             raise InputError(f"corrupt checkpoint {p}: {msg}") from None
         if not isinstance(state, dict) or "log_lines" not in state:
             raise InputError(f"corrupt checkpoint {p}: not a search checkpoint")

@@ -67,6 +67,9 @@ NB201_OPS: tuple[str, ...] = (
 #: (input node, output node) of each edge, in the order the arch string lists them.
 NB201_EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 NUM_NODES = 4
+#: The benchmark's own CIFAR network: C channels in the first stage, N cells per stage.
+#: Every published NB201 latency and accuracy refers to this network.
+BENCHMARK_CHANNELS, BENCHMARK_CELLS_PER_STAGE = 16, 5
 NUM_EDGES = len(NB201_EDGES)
 NUM_OPS = len(NB201_OPS)
 
@@ -369,8 +372,8 @@ class Nb201Network(nn.Module):
     pair as the benchmark's code does), like the project's other networks."""
 
     def __init__(
-        self, arch: Nb201Arch, C: int = 16, N: int = 5, num_classes: int = 10,
-        in_channels: int = 3,
+        self, arch: Nb201Arch, C: int = BENCHMARK_CHANNELS, N: int = BENCHMARK_CELLS_PER_STAGE,
+        num_classes: int = 10, in_channels: int = 3,
     ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
@@ -456,8 +459,8 @@ class Nb201Space:
         )
 
     def build_network(
-        self, arch: Nb201Arch | str | Sequence[str], C: int = 16, N: int = 5,
-        num_classes: int = 10, in_channels: int = 3,
+        self, arch: Nb201Arch | str | Sequence[str], C: int = BENCHMARK_CHANNELS,
+        N: int = BENCHMARK_CELLS_PER_STAGE, num_classes: int = 10, in_channels: int = 3,
     ) -> Nb201Network:
         return Nb201Network(_as_arch(arch), C=C, N=N, num_classes=num_classes,
                             in_channels=in_channels)

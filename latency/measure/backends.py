@@ -34,7 +34,7 @@ from latency.measure.onnx_export import (
     export_onnx,
     has_module,
 )
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, first_line
 
 Timer = Callable[[Callable[[], None]], float]
 """Runs the given function once and returns how long it took, in milliseconds."""
@@ -352,7 +352,7 @@ def _build_onnxruntime_cpu(
         try:
             session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # a corrupt or foreign file
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise BackendError(f"cannot load {path}: {first}") from None
     inputs = session.get_inputs()
     if len(inputs) != 1:

@@ -26,10 +26,9 @@ from nas.run_dir import RunDir
 from nas.search.config import default_preset
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import published_names
+from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS
 
 GENOTYPE_FILE = "genotype.json"
-#: NAS-Bench-201's own network: 16 channels, 5 cells per stage
-NB201_CHANNELS, NB201_CELLS_PER_STAGE = 16, 5
 REPORT_FILE = "report.json"
 
 
@@ -87,8 +86,8 @@ def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
         raise InputError("--predictor needs --hardware NAME (the profile it predicts)")
     cfg = for_space(cfg, arch)
     if cfg.space == "nb201":  # the benchmark's network unless asked otherwise
-        cfg = cfg.with_overrides(layers=args.layers or NB201_CELLS_PER_STAGE,
-                                 init_channels=args.channels or NB201_CHANNELS)
+        cfg = cfg.with_overrides(layers=args.layers or BENCHMARK_CELLS_PER_STAGE,
+                                 init_channels=args.channels or BENCHMARK_CHANNELS)
     validate_config(cfg)
     return cfg
 
@@ -125,14 +124,20 @@ def _open_resume(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch,
     return run_dir, cfg, genotype, saved.get("genotype_name", "genotype")
 
 
-def _create(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch, str, Any]:
+def _prediction(genotype: Arch, cfg: RetrainConfig) -> dict[str, Any] | None:
+    """The predicted latency for the run's profile; called before any training or write,
+    so an unknown profile or a missing / damaged predictor fails first."""
+    return predicted_latency(genotype, cfg.hardware, cfg.predictor) if cfg.hardware else None
+
+
+def _create(args: argparse.Namespace
+            ) -> tuple[RunDir, RetrainConfig, Arch, str, Any, dict[str, Any] | None]:
     if not args.genotype:
         raise InputError("--genotype NAME|PATH is required (or --resume DIR)")
     genotype = _genotype(args.genotype)
     cfg = config_from_args(args, genotype)
     profile = load_profile(cfg.hardware) if cfg.hardware else None
-    if profile is not None:  # a missing or damaged predictor fails before anything is written
-        predicted_latency(genotype, profile.name, cfg.predictor)
+    prediction = _prediction(genotype, cfg)
     data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
     name = _genotype_name(args.genotype)
     out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-retrain-{name}"
@@ -150,20 +155,17 @@ def _create(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch, str,
     }
     run_dir = RunDir.create(out, config)
     save_arch(genotype, run_dir.path / GENOTYPE_FILE)
-    return run_dir, cfg, genotype, name, data
+    return run_dir, cfg, genotype, name, data, prediction
 
 
 def run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir, cfg, genotype, name = _open_resume(args)
-        if cfg.hardware:
-            load_profile(cfg.hardware)
+        prediction = _prediction(genotype, cfg)
         data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
     else:
-        run_dir, cfg, genotype, name, data = _create(args)
+        run_dir, cfg, genotype, name, data, prediction = _create(args)
     args.resume_hint = f"nas retrain --resume {run_dir.path}"
-    prediction = (predicted_latency(genotype, cfg.hardware, cfg.predictor)
-                  if cfg.hardware else None)
     trainer = Retrainer(cfg, genotype, run_dir, data, log=_stderr)
     if args.resume and run_dir.has_checkpoint():
         trainer.restore()

@@ -51,14 +51,18 @@ class Run:
         return block if isinstance(block, dict) else {}
 
 
-def read_json(path: Path) -> Any:
-    """One JSON document; any failure is one line naming the file (and the line)."""
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise InputError(f"{path} is not UTF-8 text") from None
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_json(path: Path) -> Any:
+    """One JSON document; any failure is one line naming the file (and the line)."""
+    text = _read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -75,12 +79,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """
     if not path.exists():
         return []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    text = _read_text(path)
     records: list[dict[str, Any]] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -17,7 +17,7 @@ from latency.measure.onnx_export import OnnxExportError, export_onnx
 from nas.retrain.config import RetrainConfig
 from nas.retrain.networks import Arch, build_network, load_arch
 from nas.run_dir import RunDir
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, first_line
 from search_spaces.fileio import atomic_write_bytes
 
 STATE_DICT = "model.pt"
@@ -60,6 +60,6 @@ def load_trained(run_dir: str | Path) -> tuple[nn.Module, RetrainConfig, Arch]:
     except FileNotFoundError:
         raise InputError(f"{path} does not exist (the retrain has not finished)") from None
     except Exception as e:  # damaged archive, or weights of another network
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise InputError(f"cannot load {path}: {first}") from None
     return net.eval(), cfg, genotype

@@ -29,7 +29,10 @@ def describe_deployed(profile: HardwareProfile, space: str = "darts") -> str:
     net = profile.network
     shape = "x".join(str(s) for s in profile.input_shape)
     if space == "nb201":  # latency.simulate.nb201_deployed_network: the benchmark's network
-        return (f"{profile.name}'s deployed NAS-Bench-201 network: C=16, 5 cells per stage, "
+        from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS
+
+        return (f"{profile.name}'s deployed NAS-Bench-201 network: C={BENCHMARK_CHANNELS}, "
+                f"{BENCHMARK_CELLS_PER_STAGE} cells per stage, "
                 f"input {shape}, batch {profile.batch_size}, {profile.precision}")
     return (f"{profile.name}'s deployed network: {net.get('layout', 'cifar')} layout, input "
             f"{shape}, {net['layers']} cells, {net['channels']} channels, batch "

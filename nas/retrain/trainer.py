@@ -29,7 +29,7 @@ from nas.retrain.config import RetrainConfig
 from nas.retrain.networks import Arch, build_network
 from nas.run_dir import LOG, RunDir
 from nas.training import cosine_lr, evaluate, to_layout
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, first_line
 
 Log = Callable[[str], None]
 #: images per batch when evaluating (no gradients, so larger than training batches)
@@ -111,7 +111,7 @@ class Retrainer:
             torch.set_rng_state(state["rng"])
             self.epoch = int(state["epoch"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise InputError(f"checkpoint {where} does not match this network: {first}") from None
         self.run.truncate_logs({LOG: state["log_lines"].get(LOG, 0)})
         self.log(f"resuming {self.run.path} at epoch {self.epoch + 1}/{self.cfg.epochs}")

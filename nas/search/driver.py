@@ -26,7 +26,7 @@ from nas.search.loop import arch_entropy, train_epoch
 from nas.search.pdarts import prune_edge_ops, skip_dropout_rate
 from nas.training import cosine_lr, evaluate
 from search_spaces.derive import restrict_skip_connects, skip_count
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, first_line
 from search_spaces.genotype import Genotype
 from search_spaces.space import get_space
 from search_spaces.supernet import SuperNet
@@ -151,7 +151,7 @@ class Search:
             torch.set_rng_state(state["rng"])
             self.val_stream = cycle(self.val_batches, *state["val_stream"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            first = first_line(e)
             raise InputError(
                 f"checkpoint {self.run.path} does not match this search: {first}"
             ) from None
