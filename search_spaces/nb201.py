@@ -209,6 +209,33 @@ def _as_arch(arch: Nb201Arch | str | Sequence[str]) -> Nb201Arch:
     return Nb201Arch(tuple(arch))
 
 
+def computation_key(arch: Nb201Arch | str | Sequence[str]) -> tuple[Any, ...]:
+    """A key equal for two cells exactly when this rule proves they compute the same.
+
+    Why: two strings can name one computation. If edge 0->1 is `skip_connect`, node 1
+    holds the cell input itself, so the ops on 0->2 and 1->2 (and on 0->3 and 1->3) can
+    be swapped: the result is the same network with its edges renamed (same kernels on
+    equal tensors, same dead code for a compiler to prune). The same holds for any node
+    whose only non-`none` input is a `skip_connect`. Cells with one key therefore differ
+    in measured latency only by measurement noise: the model-free noise floor of a
+    latency dataset (`bench/nb201_label_noise.py`). Every op counts (a `none` edge runs
+    in a PyTorch deployment), so the key keeps each node's full multiset of
+    (op, value class of its input).
+    """
+    ops = _as_arch(arch).ops
+    value_class = [0]  # node 0 is the cell input
+    key: list[tuple[tuple[str, int], ...]] = []
+    for j in range(1, NUM_NODES):
+        incoming = [
+            (op, value_class[i]) for (i, t), op in zip(NB201_EDGES, ops, strict=True) if t == j
+        ]
+        key.append(tuple(sorted(incoming)))
+        live = [(op, c) for op, c in incoming if op != "none"]
+        same = len(live) == 1 and live[0][0] == "skip_connect"
+        value_class.append(live[0][1] if same else j)
+    return tuple(key)
+
+
 # --------------------------------------------------------------------------- encoding
 
 

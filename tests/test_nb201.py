@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import search_spaces.nb201 as nb201
 from search_spaces.errors import GenotypeError, InputError
 from search_spaces.nb201 import (
     ENCODING_LAYOUT,
@@ -128,3 +129,43 @@ def test_encode_weights_gradient_matches_finite_differences():
     w = torch.full((6, 5), 0.2, dtype=torch.float64, requires_grad=True)
     encode_weights(w)[ENCODING_LAYOUT["edge_in"][0]:].sum().backward()
     assert w.grad[:, 0].abs().sum() > 0
+
+
+# ------------------------------------------------------------------- computation key
+def _swap(arch: str, a: int, b: int) -> str:
+    ops = list(nb201.parse_arch(arch).ops)
+    ops[a], ops[b] = ops[b], ops[a]
+    return nb201.format_arch(ops)
+
+
+# edge order: 0->1, 0->2, 1->2, 0->3, 1->3, 2->3
+TWIN = "|skip_connect~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|nor_conv_1x1~0|none~1|skip_connect~2|"
+
+
+def test_computation_key_identifies_twins_through_a_skip():
+    key = nb201.computation_key
+    # node 1 is the input itself: ops into node 2 (and node 3) from nodes 0 and 1 swap
+    assert key(TWIN) == key(_swap(TWIN, 1, 2)) == key(_swap(TWIN, 3, 4))
+    # not from node 2, which is computed
+    assert key(TWIN) != key(_swap(TWIN, 3, 5))
+    # without the skip on 0->1, node 1 is a new tensor: no twins
+    conv = TWIN.replace("|skip_connect~0|+", "|nor_conv_1x1~0|+", 1)
+    assert key(conv) != key(_swap(conv, 1, 2))
+    # a chain of lone skips: node 2 = node 1 = input, so 0->3 and 2->3 swap too
+    chain = "|skip_connect~0|+|none~0|skip_connect~1|+|nor_conv_3x3~0|avg_pool_3x3~1|none~2|"
+    assert key(chain) == key(_swap(chain, 3, 5)) == key(_swap(chain, 4, 5))
+    # two live inputs make node 2 = 2x, a new tensor, even if both are skips
+    double = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|nor_conv_3x3~0|none~1|none~2|"
+    assert key(double) != key(_swap(double, 3, 5))
+
+
+def test_twins_compute_the_same_values_with_the_same_weights():
+    """The claim the key makes: a twin is the same network with its edges renamed."""
+    torch.manual_seed(0)
+    a, b = nb201.parse_arch(TWIN), nb201.parse_arch(_swap(TWIN, 1, 2))
+    cell_a, cell_b = nb201.InferCell(a, 4).eval(), nb201.InferCell(b, 4).eval()
+    for e, f in enumerate((0, 2, 1, 3, 4, 5)):  # b's edge f holds a's edge e's op
+        cell_b.edges[f].load_state_dict(cell_a.edges[e].state_dict())
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(cell_a(x), cell_b(x))
+    assert nb201.computation_key(a) == nb201.computation_key(b)
