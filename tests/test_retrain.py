@@ -11,16 +11,21 @@ import torch
 
 from nas.cli.main import main
 from nas.data.registry import load_dataset
-from nas.retrain.config import SMALL, RetrainConfig
+from nas.retrain.config import RetrainConfig, preset_config, validate_config
 from nas.retrain.export import load_trained
 from nas.retrain.trainer import Retrainer, drop_path_probability
 from nas.run_dir import RunDir
+from search_spaces.errors import InputError
 from search_spaces.genotype_library import DARTS_V1, DARTS_V2
+from search_spaces.nb201 import parse_arch
 
 torch.set_num_threads(1)
 
 TINY = ["--epochs", "2", "--channels", "4", "--layers", "3", "--limit", "64",
         "--batch-size", "32", "--no-measure"]
+
+
+SMALL = preset_config("small")
 
 
 def tiny_cfg(epochs: int = 3) -> RetrainConfig:
@@ -45,6 +50,50 @@ def test_schedule_is_darts_train_py() -> None:
     assert cosine_lr(0, 10, 0.025, 0.0) == pytest.approx(0.025)
     assert cosine_lr(5, 10, 0.025, 0.0) == pytest.approx(0.0125)
     assert cosine_lr(10, 10, 0.025, 0.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_nb201_presets_are_the_benchmarks_own_training() -> None:
+    paper = preset_config("paper", "nb201")
+    assert (paper.init_channels, paper.layers, paper.epochs, paper.batch_size) == (16, 5, 200, 256)
+    assert (paper.lr, paper.momentum, paper.nesterov, paper.weight_decay) == (0.1, 0.9, True, 5e-4)
+    assert (paper.grad_clip, paper.cutout, paper.drop_path, paper.auxiliary) == (0, 0, 0, False)
+    small = preset_config("small", "nb201")
+    assert (small.init_channels, small.layers, small.lr, small.nesterov) == (16, 5, 0.1, True)
+    assert preset_config("paper").nesterov is False  # DARTS train.py: plain momentum
+    with pytest.raises(InputError, match="no drop-path"):
+        validate_config(small.with_overrides(drop_path=0.1))
+    with pytest.raises(InputError, match="unknown retrain preset 'huge' for nb201"):
+        preset_config("huge", "nb201")
+
+
+def test_nb201_step_is_nesterov_sgd_without_clipping(tmp_path) -> None:
+    """First step by hand: momentum buffer = g, so Nesterov moves by lr (1 + m) (g + wd p)."""
+    import copy
+
+    import torch.nn.functional as F
+
+    data = load_dataset("digits", limit=32)
+    cfg = preset_config("small", "nb201").with_overrides(
+        epochs=1, init_channels=4, layers=1, batch_size=32, data_limit=32)
+    arch = parse_arch("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|"
+                      "+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|")
+    trainer = Retrainer(cfg, arch, RunDir.create(tmp_path / "r", {}), data,
+                        log=lambda m: None, channels_last=False)
+    manual = copy.deepcopy(trainer.net)
+    (x, y), = list(trainer.train_batches.epoch(0))
+    manual.train()
+    logits, aux = manual(x)
+    assert aux is None
+    F.cross_entropy(logits, y).backward()
+    expected = {}
+    with torch.no_grad():
+        for name, p in manual.named_parameters():
+            step = p.grad + cfg.weight_decay * p
+            expected[name] = p - cfg.lr * (1 + cfg.momentum) * step
+    trainer.run_all()
+    got = dict(trainer.net.named_parameters())
+    for name, want in expected.items():
+        assert torch.allclose(got[name], want, atol=1e-6), name
 
 
 def test_one_step_is_sgd_on_loss_plus_0_4_auxiliary_loss(tmp_path) -> None:

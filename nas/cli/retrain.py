@@ -12,9 +12,9 @@ from typing import Any
 from latency.hardware import load_profile, profile_names
 from nas import __version__
 from nas.data.registry import dataset_names, load_dataset
-from nas.retrain.config import PRESETS, RetrainConfig, preset_config, validate_config
+from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
 from nas.retrain.export import ONNX_FILE, STATE_DICT, export_network_onnx, save_state_dict
-from nas.retrain.networks import Arch, for_space, load_arch, resolve_arch, save_arch
+from nas.retrain.networks import Arch, load_arch, resolve_arch, save_arch, space_of
 from nas.retrain.report import (
     format_report,
     measured_latency_here,
@@ -26,7 +26,6 @@ from nas.run_dir import RunDir
 from nas.search.config import default_preset
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import published_names
-from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS
 
 GENOTYPE_FILE = "genotype.json"
 REPORT_FILE = "report.json"
@@ -35,9 +34,10 @@ REPORT_FILE = "report.json"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "retrain",
-        help="train a genotype's network from scratch (DARTS evaluation recipe)",
-        description="Train the discrete network of a genotype from scratch with the DARTS "
-        "evaluation recipe (SGD, cosine schedule, auxiliary head, cutout, drop-path), then "
+        help="train a genotype's network from scratch (its space's published recipe)",
+        description="Train the discrete network of a genotype from scratch with its space's "
+        "published evaluation recipe (DARTS cells: DARTS train.py, with auxiliary head, "
+        "cutout and drop-path; NAS-Bench-201 cells: the benchmark's own training), then "
         "report test accuracy, size and latency, and export a state dict and ONNX. On the "
         "embedded digits dataset a small preset finishes in about a minute.",
     )
@@ -51,8 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"profile to predict latency for ({', '.join(profile_names())})")
     p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
                    "profile's: <name>.predictor in ~/.hw-nas/hardware_profiles, else shipped)")
-    p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="small (default on digits) or paper (default otherwise)")
+    p.add_argument("--preset", choices=PRESET_NAMES,
+                   help="small (default on digits) or paper (default otherwise); "
+                   "each space has its own")
     p.add_argument("--epochs", type=int)
     p.add_argument("--channels", type=int, help="initial channels")
     p.add_argument("--layers", type=int, help="cells (NAS-Bench-201: cells per stage, "
@@ -73,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
     preset = args.preset or default_preset(args.dataset)
-    cfg = preset_config(preset).with_overrides(
+    cfg = preset_config(preset, space_of(arch)).with_overrides(
         dataset=args.dataset, data_dir=args.data_dir, hardware=args.hardware,
         predictor=args.predictor, seed=args.seed,
         epochs=args.epochs, init_channels=args.channels, layers=args.layers,
@@ -84,10 +85,6 @@ def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
     if cfg.predictor and not cfg.hardware:
         raise InputError("--predictor needs --hardware NAME (the profile it predicts)")
-    cfg = for_space(cfg, arch)
-    if cfg.space == "nb201":  # the benchmark's network unless asked otherwise
-        cfg = cfg.with_overrides(layers=args.layers or BENCHMARK_CELLS_PER_STAGE,
-                                 init_channels=args.channels or BENCHMARK_CHANNELS)
     validate_config(cfg)
     return cfg
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +65,6 @@ def _nb201_file(path: Path) -> Nb201Arch | None:
     if isinstance(data, dict) and data.get("space") == "nb201":
         return get_space("nb201").parse(data)
     return None
-
-
-def for_space(cfg: RetrainConfig, arch: Arch) -> RetrainConfig:
-    """An NB201 network has no auxiliary head and no drop-path: switch both off, and
-    record the space."""
-    if space_of(arch) == "nb201":
-        return replace(cfg, space="nb201", auxiliary_weight=0.0, drop_path=0.0)
-    return replace(cfg, space="darts")
 
 
 class WithoutAuxiliary(nn.Module):

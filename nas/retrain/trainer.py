@@ -3,6 +3,8 @@
 The loop is DARTS `train.py`: per epoch the cosine learning rate and a drop-path
 probability that rises linearly from 0 (`drop_path * epoch / epochs`), cross-entropy on
 the logits plus `auxiliary_weight` times the auxiliary head's, gradient clipping, SGD.
+The same loop runs NAS-Bench-201's recipe with the switches its config sets: Nesterov
+momentum, no clipping, no auxiliary head, no drop-path.
 The held-out test split is touched once, after the last epoch; nothing during training
 looks at it, so the reported test accuracy is not selected on.
 
@@ -72,7 +74,7 @@ class Retrainer:
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
+            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
         )
         self.train_batches = Batches(
             data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -158,7 +160,8 @@ class Retrainer:
                 total = loss + cfg.auxiliary_weight * F.cross_entropy(logits_aux, y)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             self.optimizer.step()
             loss_sum += float(loss.detach()) * y.shape[0]
             correct += int((logits.detach().argmax(1) == y).sum())
