@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latency.predictor.artifact import load_predictor  # noqa: E402
-from nas.cli.predictor import default_predictor_path  # noqa: E402
+from latency.predictor.locate import default_predictor_path  # noqa: E402
 from nas.search.architect import Architect  # noqa: E402
 from nas.search.latency_loss import PredictorLatency, latency_term  # noqa: E402
 from search_spaces.space import get_space  # noqa: E402

@@ -86,12 +86,24 @@ def test_search_with_latency_weight_logs_predicted_latency(tmp_path, capsys) -> 
     assert log[0]["predicted_latency_ms"] > 0 and log[0]["latency_loss"] > 0
 
 
-def test_latency_weight_without_predictor_is_a_one_line_error(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("weight", [["--latency-weight", "1"], []])
+def test_a_named_predictor_that_is_not_there_is_a_one_line_error(tmp_path, capsys,
+                                                                 weight) -> None:
+    """With or without a latency weight: a typo in --predictor never means "no latency"."""
     code = main(["search", "--hardware", "p100", "--predictor", str(tmp_path / "none"),
-                 "--latency-weight", "1", "--out", str(tmp_path / "run")])
+                 *weight, "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "no latency predictor" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_space_without_a_predictor_says_how_to_make_one(tmp_path, capsys) -> None:
+    code = main(["search", "--space", "nb201", "--hardware", "p100", "--latency-weight", "1",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "nas profile --hardware p100 --space nb201" in err
+    assert "p100.nb201.samples.jsonl" in err
 
 
 def test_predictor_cli_train_and_eval(tmp_path, capsys, monkeypatch) -> None:

@@ -113,8 +113,7 @@ def tmp_profiles(tmp_path, monkeypatch):
 def test_user_files_go_to_the_user_directory_and_shadow_shipped_ones(tmp_path, tmp_profiles,
                                                                      capsys) -> None:
     from latency.hardware import profile_file, profiles_dir
-    from nas.cli.predictor import default_predictor_path
-    from nas.cli.profile import default_samples_path
+    from latency.predictor.locate import default_predictor_path, default_samples_path
 
     shipped = profiles_dir() / "p100.predictor"
     assert default_predictor_path("p100") == shipped  # read: the shipped one

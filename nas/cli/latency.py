@@ -53,9 +53,8 @@ def run(args: argparse.Namespace) -> int:
         result["network"] = args.network
         return _print(result, args.json)
 
-    from latency.predictor.artifact import load_predictor
+    from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
     from latency.simulate import deployed_network
-    from nas.cli.predictor import default_predictor_path
     from search_spaces.genotype_library import resolve_genotype
     from search_spaces.space import get_space
 
@@ -63,16 +62,14 @@ def run(args: argparse.Namespace) -> int:
     space = get_space("darts")
     genotype.validate(space.op_names)
     result["network"] = args.network
-    path = Path(args.predictor) if args.predictor else default_predictor_path(profile.name)
-    if (path / "predictor.json").is_file():
-        mlp, meta = load_predictor(path, op_names=space.op_names,
-                                   encoding_size=space.encoding_size)
+    # with --measure a missing default predictor only means no prediction
+    find = locate_predictor if args.measure else require_predictor
+    path = find(profile.name, space.name, args.predictor)
+    if path is not None:
+        mlp, _ = load_for_space(path, space)
         mean, std = mlp.predict(space.encode(genotype)[None].astype(np.float32))
         result.update({"predicted_ms": float(mean[0]), "predicted_std_ms": float(std[0]),
                        "predictor": str(path)})
-    elif not args.measure:
-        raise InputError(f"no latency predictor at {path}; run `nas profile --hardware "
-                         f"{profile.name}` and `nas predictor train --hardware {profile.name}`")
     if args.measure:
         if profile.source != "measured":
             raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "

@@ -6,19 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from latency.hardware import load_profile, profile_file, profile_names
+from latency.hardware import load_profile, profile_names
+from latency.predictor.locate import default_predictor_path, default_samples_path
 from latency.predictor.train import evaluate_predictor, train_predictor
 from latency.samples import load_samples
 from search_spaces.errors import InputError
-
-
-def default_predictor_path(hardware: str, space: str = "darts",
-                           for_writing: bool = False) -> Path:
-    """Predictors live beside their profile: <name>.predictor/ for the darts space,
-    <name>.<space>.predictor/ for another (one op set per predictor). Read from the
-    user's directory, else the shipped one; always written to the user's."""
-    tag = "" if space == "darts" else f".{space}"
-    return profile_file(f"{hardware}{tag}.predictor", for_writing)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +56,6 @@ def run(args: argparse.Namespace) -> int:
     if not args.hardware:
         raise InputError("nas predictor train needs --hardware NAME")
     profile = load_profile(args.hardware)
-    from nas.cli.profile import default_samples_path
 
     files = args.samples or [str(default_samples_path(profile.name))]
     if not 0.0 < args.test_fraction < 1.0:

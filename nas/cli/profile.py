@@ -8,20 +8,10 @@ import sys
 from pathlib import Path
 
 from latency.hardware import load_profile, profile_names
+from latency.predictor.locate import default_samples_path
 from latency.profiling import profile_hardware
 from latency.samples import merge_samples, parse_shard
 from search_spaces.space import get_space
-
-
-def default_samples_path(hardware: str, space: str = "darts",
-                         for_writing: bool = False) -> Path:
-    """Samples live beside the profile: <name>.samples.jsonl for the darts space,
-    <name>.<space>.samples.jsonl for another, so they never mix. Read from the user's
-    directory, else the shipped one; profiling always writes (and resumes) the user's."""
-    from latency.hardware import profile_file
-
-    tag = "" if space == "darts" else f".{space}"
-    return profile_file(f"{hardware}{tag}.samples.jsonl", for_writing)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -108,25 +108,17 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any]:
     exists for the hardware); loading errors surface before anything is written."""
     if not cfg.hardware:
         return [], None
-    from latency.predictor.artifact import load_predictor
-    from nas.cli.predictor import default_predictor_path
+    from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
     from nas.search.latency_loss import PredictorLatency, latency_probe, latency_term_factory
     from search_spaces.space import get_space
 
-    path = (Path(cfg.predictor) if cfg.predictor
-            else default_predictor_path(cfg.hardware, cfg.space))
     wants_loss = bool(cfg.latency_weight or cfg.latency_target_ms)
-    if not (path / "predictor.json").is_file():
-        if wants_loss:
-            opt = "" if cfg.space == "darts" else f" --space {cfg.space}"
-            raise InputError(
-                f"no latency predictor at {path}; run `nas profile --hardware {cfg.hardware}"
-                f"{opt}` and `nas predictor train --hardware {cfg.hardware}"
-                f"{' --samples FILE' if opt else ''}` first"
-            )
+    find = require_predictor if wants_loss else locate_predictor
+    path = find(cfg.hardware, cfg.space, cfg.predictor)
+    if path is None:
         return [], None
     space = get_space(cfg.space)
-    mlp, meta = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    mlp, _ = load_for_space(path, space)
     model = PredictorLatency(mlp)
     label = load_profile(cfg.hardware).prediction_label
     terms = []

@@ -19,7 +19,6 @@ from torch import nn
 
 from latency.hardware import HardwareProfile, load_profile
 from search_spaces.complexity import count_macs, count_parameters
-from search_spaces.errors import InputError
 
 #: the profile whose timing rules (batch, threads, precision, repeats) measure "here"
 HERE_PROFILE = "cpu"
@@ -42,8 +41,7 @@ def describe_deployed(profile: HardwareProfile, space: str = "darts") -> str:
 def predicted_latency(genotype: Any, hardware: str,
                       predictor: str | None = None) -> dict[str, Any]:
     """The profile's predictor on this genotype, or why there is no prediction."""
-    from latency.predictor.artifact import load_predictor
-    from nas.cli.predictor import default_predictor_path
+    from latency.predictor.locate import how_to_make, load_for_space, locate_predictor
     from nas.retrain.networks import space_of
     from search_spaces.space import get_space
 
@@ -51,20 +49,12 @@ def predicted_latency(genotype: Any, hardware: str,
     space = get_space(space_of(genotype))
     out: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
                            "refers_to": describe_deployed(profile, space.name), "ms": None}
-    path = Path(predictor) if predictor else default_predictor_path(profile.name, space.name)
-    if predictor and not (path / "predictor.json").is_file():
-        raise InputError(f"no latency predictor at {path} (no predictor.json)")
-    if not (path / "predictor.json").is_file():
-        from nas.cli.profile import default_samples_path
-
-        hint, samples = "", ""
-        if space.name != "darts":
-            hint = f" --space {space.name}"
-            samples = f" --samples {default_samples_path(profile.name, space.name)}"
-        out["note"] = (f"no predictor at {path}; run `nas profile --hardware {profile.name}"
-                       f"{hint}` and `nas predictor train --hardware {profile.name}{samples}`")
+    path = locate_predictor(profile.name, space.name, predictor)
+    if path is None:
+        out["note"] = (f"no {space.name} predictor for {profile.name}; "
+                       f"{how_to_make(profile.name, space.name)}")
         return out
-    mlp, _ = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    mlp, _ = load_for_space(path, space)
     mean, std = mlp.predict(space.encode(genotype)[None].astype(np.float32))
     out.update({"ms": float(mean[0]), "std_ms": float(std[0]), "predictor": str(path)})
     return out
