@@ -18,14 +18,16 @@ shortens it to 30 epochs at batch 96, enough steps on the 1,437 digits images.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
+from nas.config_dict import ConfigDict
 from search_spaces.errors import InputError
 
 
 @dataclass(frozen=True)
-class RetrainConfig:
+class RetrainConfig(ConfigDict):
+    KIND = "retrain"
+
     space: str = "darts"  # darts | nb201: set from the genotype being trained
     dataset: str = "digits"
     data_dir: str | None = None
@@ -51,20 +53,6 @@ class RetrainConfig:
     drop_path: float = 0.2
     # bookkeeping
     data_limit: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RetrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"unknown retrain config keys: {', '.join(sorted(unknown))}")
-        return cls(**data)
-
-    def with_overrides(self, **overrides: Any) -> RetrainConfig:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     @property
     def auxiliary(self) -> bool:

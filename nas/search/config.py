@@ -8,14 +8,17 @@ schedules, the order of updates) is the same in both.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nas.config_dict import ConfigDict
 from search_spaces.errors import InputError
 
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(ConfigDict):
+    KIND = "search"
+
     strategy: str = "darts"  # darts | pdarts
     space: str = "darts"
     dataset: str = "digits"
@@ -63,30 +66,6 @@ class SearchConfig:
     @property
     def num_stages(self) -> int:
         return len(self.add_layers)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise InputError(f"unknown search config keys: {', '.join(sorted(unknown))}")
-        values = {}
-        for k, v in data.items():
-            default = known[k].default
-            values[k] = tuple(v) if isinstance(v, list) and isinstance(default, tuple) else v
-            if k == "num_to_keep" and isinstance(v, list):
-                values[k] = tuple(v)
-        return cls(**values)
-
-    def with_overrides(self, **overrides: Any) -> SearchConfig:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 # DARTS `train_search.py` defaults.
