@@ -47,7 +47,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -222,7 +222,8 @@ class RooflineParams:
         """Read a profile's specs; keyword overrides use the spec names
         (`eff_compute=0.3`, `kernel_overhead_us=2.0`, `batch_size=8`, ...)."""
         specs = {**DEFAULTS, **profile.specs}
-        settings = {"batch_size": profile.batch_size, "precision": profile.precision}
+        settings: dict[str, Any] = {"batch_size": profile.batch_size,
+                                    "precision": profile.precision}
         for key, value in overrides.items():
             if key in settings:
                 settings[key] = value
@@ -408,20 +409,22 @@ def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool) -> list
         can_fuse = (
             target is not None
             and target["kind"] in _FUSABLE_PRODUCERS
-            and consumers[src] == 1
+            and consumers[cast(int, src)] == 1  # a target implies a producer of src
             and not target["act"]
         )
-        if can_fuse and fold_batchnorm and raw.kind == "batchnorm" and not target["bn"]:
-            target["op"] += f"+{raw.op}"  # folded into the weights: no FLOPs, no bytes
-            target["bn"] = True
-            producer.update(dict.fromkeys(raw.out_keys, g))
-            continue
-        if can_fuse and fuse_activation and raw.activation:
-            target["op"] += f"+{raw.op}"  # epilogue: computed in registers
-            target["flops"] += raw.flops
-            target["act"] = True
-            producer.update(dict.fromkeys(raw.out_keys, g))
-            continue
+        if can_fuse:
+            assert target is not None and g is not None  # can_fuse implies both
+            if fold_batchnorm and raw.kind == "batchnorm" and not target["bn"]:
+                target["op"] += f"+{raw.op}"  # folded into the weights: no FLOPs, no bytes
+                target["bn"] = True
+                producer.update(dict.fromkeys(raw.out_keys, g))
+                continue
+            if fuse_activation and raw.activation:
+                target["op"] += f"+{raw.op}"  # epilogue: computed in registers
+                target["flops"] += raw.flops
+                target["act"] = True
+                producer.update(dict.fromkeys(raw.out_keys, g))
+                continue
         groups.append({"name": raw.name, "op": raw.op, "kind": raw.kind, "flops": raw.flops,
                        "bytes": raw.bytes, "bn": False, "act": False})
         producer.update(dict.fromkeys(raw.out_keys, len(groups) - 1))

@@ -8,7 +8,7 @@ skip-connects, drop the weakest one and re-derive.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -54,8 +54,8 @@ def derive_cell(
 
 
 def derive_genotype(
-    probs: dict[str, np.ndarray],
-    edge_ops: dict[str, Sequence[Sequence[str]]],
+    probs: Mapping[str, np.ndarray],
+    edge_ops: Mapping[str, Sequence[Sequence[str]]],
     steps: int = 4,
     multiplier: int = 4,
 ) -> Genotype:

@@ -12,7 +12,7 @@ edges in DARTS order, one entry per operation of the full op set in its publishe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ def encode_genotype(genotype: Genotype, op_names: Sequence[str], steps: int) -> 
 def encode_weights(
     weights: dict[str, torch.Tensor],
     op_names: Sequence[str],
-    edge_ops: dict[str, Sequence[Sequence[str]]] | None = None,
+    edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
 ) -> torch.Tensor:
     """Soft encoding from per-edge op weights (differentiable).
 

@@ -45,7 +45,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -267,7 +267,9 @@ def _encode(w: torch.Tensor) -> torch.Tensor:
     edge_out = torch.stack([back[j] for _, j in NB201_EDGES], dim=-1)
     carried = q * edge_in
     node_in = torch.stack(
-        [sum(carried[..., e] for e, (_, jj) in enumerate(NB201_EDGES) if jj == j)
+        # every node j >= 1 has incoming edges, so each sum is a tensor (never the 0 start)
+        [cast(torch.Tensor,
+              sum(carried[..., e] for e, (_, jj) in enumerate(NB201_EDGES) if jj == j))
          for j in range(1, NUM_NODES)],
         dim=-1,
     )

@@ -19,7 +19,8 @@ outgoing edges as one convolution with n*C output channels, `none` never compute
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -29,11 +30,12 @@ from search_spaces.nb201 import (
     NB201_OPS,
     NUM_EDGES,
     NUM_NODES,
+    InferCell,
     Nb201Arch,
     Nb201Network,
     stage_layers,
 )
-from search_spaces.ops import check_op_names
+from search_spaces.ops import ReLUConvBN, check_op_names
 from search_spaces.supernet import ArchParameters, SourceEdges
 from search_spaces.supernet_ops import (
     EdgeBatchOp,
@@ -121,7 +123,7 @@ def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def check_edge_ops(edge_ops: dict[str, EdgeOps]) -> list[list[str]]:
+def check_edge_ops(edge_ops: Mapping[str, EdgeOps]) -> list[list[str]]:
     """The per-edge op lists of the one cell type, checked: 6 edges, equal widths."""
     if set(edge_ops) != {"normal"}:
         raise ValueError(f"NB201 has one cell type ('normal'), got {sorted(edge_ops)}")
@@ -149,7 +151,7 @@ class Nb201SuperNet(ArchParameters, nn.Module):
         C: int,
         N: int,
         num_classes: int,
-        edge_ops: dict[str, EdgeOps],
+        edge_ops: Mapping[str, EdgeOps],
         in_channels: int = 3,
         alpha_init_scale: float = 1e-3,
     ) -> None:
@@ -216,7 +218,13 @@ def _copy_cell(search: Nb201SearchCell, cell: nn.Module, arch: Nb201Arch) -> Non
         edge_ids = [i for i, (s, _) in enumerate(NB201_EDGES) if s == source_index]
         p = int((getattr(source, f"pos_{k}") == edge_ids.index(e)).nonzero()[0, 0])
         rows = slice(p * batched.C, (p + 1) * batched.C)
-        conv, bn = cell.edges[e][1], cell.edges[e][2]
+        edge = cast(ReLUConvBN, cast(InferCell, cell).edges[e])  # nor_conv: ReLU, conv, BN
+        conv, bn = cast(nn.Conv2d, edge[1]), cast(nn.BatchNorm2d, edge[2])
+        # both BatchNorms track running statistics (the default), so these are tensors
+        assert bn.running_mean is not None and bn.running_var is not None
+        assert bn.num_batches_tracked is not None
+        assert batched.bn.running_mean is not None and batched.bn.running_var is not None
+        assert batched.bn.num_batches_tracked is not None
         conv.weight.copy_(batched.conv.weight[rows])
         bn.running_mean.copy_(batched.bn.running_mean[rows])
         bn.running_var.copy_(batched.bn.running_var[rows])

@@ -8,7 +8,7 @@ by name in `SPACES`, so a new space is one registration, not a new branch in cal
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +60,7 @@ class DartsSpace:
         layers: int,
         num_classes: int,
         in_channels: int = 3,
-        edge_ops: dict[str, Sequence[Sequence[str]]] | None = None,
+        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
     ) -> SuperNet:
         return SuperNet(
             C,
@@ -98,8 +98,8 @@ class DartsSpace:
 
     def derive(
         self,
-        weights: dict[str, torch.Tensor | np.ndarray],
-        edge_ops: dict[str, Sequence[Sequence[str]]] | None = None,
+        weights: Mapping[str, torch.Tensor | np.ndarray],
+        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
     ) -> Genotype:
         """DARTS' genotype from per-edge op probabilities (softmax already applied)."""
         probs = {
@@ -138,7 +138,7 @@ class DartsSpace:
     def encode_weights(
         self,
         weights: dict[str, torch.Tensor],
-        edge_ops: dict[str, Sequence[Sequence[str]]] | None = None,
+        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
     ) -> torch.Tensor:
         """The same encoding from soft architecture weights (differentiable)."""
         return encode_weights(weights, self.op_names, edge_ops)
@@ -163,7 +163,7 @@ class DartsSpace:
             return pool[rng.integers(len(pool))]
 
         def cell() -> tuple[tuple[str, int], ...]:
-            edges = []
+            edges: list[tuple[str, int]] = []
             for j in range(self.steps):
                 inputs = sorted(rng.choice(j + 2, size=2, replace=False).tolist())
                 edges.extend((pick(), int(i)) for i in inputs)

@@ -12,7 +12,7 @@ are formed with one fused multiply-add per operation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +180,7 @@ class SuperNet(ArchParameters, nn.Module):
         C: int,
         num_classes: int,
         layers: int,
-        edge_ops: dict[str, EdgeOps],
+        edge_ops: Mapping[str, EdgeOps],
         steps: int = 4,
         multiplier: int = 4,
         stem_multiplier: int = 3,

@@ -20,7 +20,8 @@ Operations without a batched form fall back to one registry module per edge.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -208,10 +209,10 @@ class BatchedDilConv(EdgeBatchOp):
 
     def forward(self, cache: SourceCache) -> torch.Tensor:
         h = cache.relu_repeated(self.n)
-        for r, block in enumerate(self.blocks):
+        for r, block in enumerate(cast("Iterable[nn.ModuleDict]", self.blocks)):
             if r > 0:
                 h = F.relu(h)
-            h = block["bn"](block["pw"](depthwise(block["dw"], h)))
+            h = block["bn"](block["pw"](depthwise(cast(nn.Conv2d, block["dw"]), h)))
         N, _, H, W = h.shape
         return h.view(N, self.n, self.C, H, W)
 
@@ -225,7 +226,8 @@ def depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     with half the padding on x[::2, ::2]); at stride 1 the four phases are independent
     plain convs (run as one batch). Same arithmetic, fast kernels.
     """
-    d, s, p = conv.dilation[0], conv.stride[0], conv.padding[0]
+    # the convs given here are built with int padding (never "same" / "valid")
+    d, s, p = conv.dilation[0], conv.stride[0], cast(int, conv.padding[0])
     square = conv.dilation[0] == conv.dilation[1] and conv.stride[0] == conv.stride[1]
     if d != 2 or p % 2 or not square or conv.padding[0] != conv.padding[1]:
         return conv(x)

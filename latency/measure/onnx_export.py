@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -131,7 +132,8 @@ def export_onnx(
     example = torch.randn(batch_size, *shape, generator=torch.Generator().manual_seed(0))
     # A channels-last network (as trained here) makes torch.export specialise the batch
     # axis; the file is the same either way, so export a contiguous copy.
-    wrapper = LogitsOnly(copy.deepcopy(model).to(memory_format=torch.contiguous_format))
+    # torch's stubs for Module.to omit the memory_format keyword it accepts at runtime
+    wrapper = LogitsOnly(copy.deepcopy(model).to(memory_format=torch.contiguous_format))  # type: ignore[call-overload]
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".onnx-export-") as tmp:
         partial = Path(tmp) / target.name
         try:
@@ -154,7 +156,9 @@ def _export(
     opset: int | None,
     dynamo: bool,
 ) -> None:
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset}
+    names: dict[str, Any] = {
+        "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME], "opset_version": opset
+    }
     if dynamo:
         shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
         torch.onnx.export(

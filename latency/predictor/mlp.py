@@ -110,12 +110,13 @@ class Member(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.ReLU()]
             width = hidden
-        layers.append(nn.Linear(width, 1))
+        head = nn.Linear(width, 1)
+        layers.append(head)
         self.mlp = nn.Sequential(*layers)
         nn.init.zeros_(self.linear.weight)
         nn.init.ones_(self.linear.bias)
-        nn.init.zeros_(layers[-1].weight)
-        nn.init.zeros_(layers[-1].bias)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.linear(x) + self.mlp(x)).squeeze(-1)
@@ -140,6 +141,11 @@ def _check_xy(X: Any, y: Any | None, size: int) -> tuple[torch.Tensor, torch.Ten
 class LatencyMLP(nn.Module):
     """The ensemble. `fit(X, y)` on encodings and ms; `predict(X) -> (mean_ms, std_ms)`;
     `forward(enc)` is the differentiable latency in units of `scale_ms`."""
+
+    # buffers, registered in __init__ (declared here for type checkers)
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
+    scale_ms: torch.Tensor
 
     def __init__(self, layout: FeatureLayout, config: MLPConfig | None = None) -> None:
         super().__init__()

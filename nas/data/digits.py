@@ -42,7 +42,7 @@ def _raw_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     arrays = (x_tr, y_tr, x_te, y_te)
     for a in arrays:
         a.setflags(write=False)
-    return arrays  # type: ignore[return-value]
+    return arrays
 
 
 def load_digits(data_dir: str | None = None, limit: int | None = None) -> DatasetSplits:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from nas.report import arch_heatmaps, cells, curves
 from nas.report.runs import ARCH_LOG, GENOTYPE, LOG, Run, load_run
@@ -65,9 +65,10 @@ def _cell_plan(run: Run, note: Note) -> Plan:
     for cell in ("normal", "reduce"):
         layout = cells.darts_cell_layout(getattr(genotype, cell),
                                          getattr(genotype, f"{cell}_concat"))
+        # cast: mypy cannot infer a lambda with default arguments from its context
         plan.append((f"cell_{cell}.png",
-                     lambda layout=layout, cell=cell: cells.draw_cell(
-                         layout, f"{cell} cell ({source})")))
+                     cast("Callable[[], Figure]", lambda layout=layout, cell=cell: cells.draw_cell(
+                         layout, f"{cell} cell ({source})"))))
     return plan
 
 
@@ -77,10 +78,11 @@ def _alpha_plan(run: Run, title: str) -> Plan:
     types = arch_heatmaps.cell_types(run.arch)
     for cell in types:  # validate every record now, before anything is written
         arch_heatmaps.weight_matrix(run.arch, cell)
+    # cast: mypy cannot infer a lambda with default arguments from its context
     plan: Plan = [
         (f"alpha_{cell}.png",
-         lambda cell=cell: arch_heatmaps.draw_alpha_over_epochs(
-             run.arch, cell, run.space, f"{cell} cell"))
+         cast("Callable[[], Figure]", lambda cell=cell: arch_heatmaps.draw_alpha_over_epochs(
+             run.arch, cell, run.space, f"{cell} cell")))
         for cell in types
     ]
     if types:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from nas.retrain.config import RetrainConfig
 from search_spaces.errors import InputError
 from search_spaces.genotype import Genotype, load_genotype
 from search_spaces.genotype_library import resolve_genotype
-from search_spaces.nb201 import Nb201Arch, parse_arch
+from search_spaces.nb201 import Nb201Arch, Nb201Space, parse_arch
 from search_spaces.space import get_space
 
 #: a cell description of any space: a DARTS genotype or an NB201 cell
@@ -52,7 +52,10 @@ def load_arch(path: Path) -> Arch:
 
 
 def save_arch(arch: Arch, path: Path) -> None:
-    get_space(space_of(arch)).save(arch, path)
+    # get_space is typed by DartsSpace; space_of(arch) picks the space whose own cell type
+    # `arch` is, so that space's `save` (DartsSpace's or Nb201Space's) takes it
+    save = cast("Callable[[Arch, Path], Path]", get_space(space_of(arch)).save)
+    save(arch, path)
 
 
 def _nb201_file(path: Path) -> Nb201Arch | None:
@@ -63,7 +66,7 @@ def _nb201_file(path: Path) -> Nb201Arch | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # not ours to judge: the DARTS loader gives the one-line error
     if isinstance(data, dict) and data.get("space") == "nb201":
-        return get_space("nb201").parse(data)
+        return cast(Nb201Space, get_space("nb201")).parse(data)
     return None
 
 
@@ -87,8 +90,9 @@ def _darts(arch: Any, cfg: RetrainConfig, in_channels: int, num_classes: int) ->
 
 
 def _nb201(arch: Any, cfg: RetrainConfig, in_channels: int, num_classes: int) -> nn.Module:
-    net = get_space("nb201").build_network(arch, C=cfg.init_channels, N=cfg.layers,
-                                           num_classes=num_classes, in_channels=in_channels)
+    space = cast(Nb201Space, get_space("nb201"))  # SPACES["nb201"] is the NB201 space
+    net = space.build_network(arch, C=cfg.init_channels, N=cfg.layers,
+                              num_classes=num_classes, in_channels=in_channels)
     return WithoutAuxiliary(net)
 
 

@@ -71,7 +71,8 @@ class Retrainer:
         self.spec = data.spec
         torch.manual_seed(cfg.seed)
         net = build_network(genotype, cfg, data.spec.in_channels, data.spec.num_classes)
-        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        # torch's stubs for Module.to omit the memory_format keyword it accepts at runtime
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net  # type: ignore[call-overload]
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
             weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,

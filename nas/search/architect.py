@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +156,8 @@ class Architect:
         model = self.model
         params = model.weight_parameters()
         alphas = model.arch_parameters()
-        eps = r / torch.sqrt(sum((v * v).sum() for v in vector))
+        # `vector` holds one gradient per weight tensor (never empty): the sum is a tensor
+        eps = r / torch.sqrt(cast(torch.Tensor, sum((v * v).sum() for v in vector)))
 
         def grad_alpha() -> tuple[torch.Tensor, ...]:
             loss = F.cross_entropy(model(x), y)

@@ -106,7 +106,7 @@ PDARTS_PAPER = SearchConfig(
 # The small preset runs ~60-150 architecture steps instead of the papers' ~4,000-20,000;
 # at the papers' Adam rate (3e-4 / 6e-4 per step) alpha would not leave its uniform start,
 # so the rate is scaled up to give a comparable total movement of alpha over the run.
-_SMALL = dict(init_channels=8, batch_size=64, preset="small", arch_lr=3e-2)
+_SMALL: dict[str, Any] = dict(init_channels=8, batch_size=64, preset="small", arch_lr=3e-2)
 PRESETS: dict[tuple[str, str], SearchConfig] = {
     ("darts", "paper"): DARTS_PAPER,
     ("pdarts", "paper"): PDARTS_PAPER,

@@ -100,7 +100,8 @@ class Search:
             C, layers, self.spec.num_classes, self.spec.in_channels, self.edge_ops
         )
         if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            # torch's stubs for Module.to omit the memory_format keyword it accepts at runtime
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.model = model
         self.weight_optimizer = torch.optim.SGD(
             model.weight_parameters(),

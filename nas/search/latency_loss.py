@@ -13,7 +13,7 @@ Two forms:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 
@@ -72,7 +72,7 @@ class PredictorLatency:
         self.mlp = mlp.eval()
         for p in self.mlp.parameters():
             p.requires_grad_(False)
-        self.reference_ms = float(mlp.scale_ms)
+        self.reference_ms = float(cast(torch.Tensor, mlp.scale_ms))  # LatencyMLP's buffer
         self.dtype = next(mlp.parameters()).dtype
 
     def latency_ms(self, encoding: torch.Tensor) -> torch.Tensor:
