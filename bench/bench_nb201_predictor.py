@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from nb201_label_noise import groups_by, label_noise
 
+from latency.predictor.augment import with_equivalents
 from latency.predictor.baselines import BASELINES, make_baseline
 from latency.predictor.features import layout_for_space
 from latency.predictor.metrics import report
@@ -91,12 +92,17 @@ def disconnected(X: np.ndarray) -> np.ndarray:
     return X[:, a + 2] == 0
 
 
-def fit_and_score(X: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray,
-                  layout) -> tuple[dict, np.ndarray]:
-    """Every model on one split; returns their reports and the MLP's test predictions."""
+def fit_and_score(X: np.ndarray, y: np.ndarray, archs: list[str], tr: np.ndarray,
+                  te: np.ndarray, layout) -> tuple[dict, np.ndarray]:
+    """Every model on one split; returns their reports and the MLP's test predictions.
+
+    As `nas predictor train` does, every model trains on the training cells plus the
+    cells that compute the same as one of them (`latency.predictor.augment`), labelled
+    with that training cell's latency; test cells and their labels are never used."""
     models: dict = {}
     t0 = time.perf_counter()
-    mlp = LatencyMLP(layout, MLPConfig()).fit(X[tr], y[tr])
+    X_fit, y_fit, groups = with_equivalents(NB201_SPACE, [archs[i] for i in tr], X[tr], y[tr])
+    mlp = LatencyMLP(layout, MLPConfig()).fit(X_fit, y_fit, groups)
     pred, std = mlp.predict(X[te])
     models["mlp"] = {
         **report(y[te], pred), "fit_s": round(time.perf_counter() - t0, 2),
@@ -107,7 +113,7 @@ def fit_and_score(X: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray,
     }
     for name in BASELINES:
         t0 = time.perf_counter()
-        model = make_baseline(name, layout, seed=SPLIT_SEED).fit(X[tr], y[tr])
+        model = make_baseline(name, layout, seed=SPLIT_SEED).fit(X_fit, y_fit)
         models[name] = {**report(y[te], model.predict(X[te])),
                         "fit_s": round(time.perf_counter() - t0, 2)}
     return models, pred
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, perm in enumerate(splits):
             train_all, test_all = perm[:N_TRAIN], perm[N_TRAIN:]
             tr, te = train_all[keep[train_all]], test_all[keep[test_all]]
-            models, pred = fit_and_score(X, y, tr, te, layout)
+            models, pred = fit_and_score(X, y, archs, tr, te, layout)
             per_split.append(models)
             if k == 0:
                 first = (tr, te, pred)
@@ -224,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             if (~flagged).any() else None,
             "best_baseline_outside_windows": report(
                 y[te][~flagged],
-                make_baseline(best, layout, seed=SPLIT_SEED).fit(X[tr], y[tr]).predict(X[te])[
-                    ~flagged
-                ],
+                make_baseline(best, layout, seed=SPLIT_SEED).fit(
+                    *with_equivalents(NB201_SPACE, [archs[i] for i in tr], X[tr], y[tr])[:2]
+                ).predict(X[te])[~flagged],
             ) if (~flagged).any() else None,
         }
         if dev == "arm":
@@ -234,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
             train_all, test_all = perm[:N_TRAIN], perm[N_TRAIN:]
             k2 = ~disc
             tr2, te2 = train_all[k2[train_all]], test_all[k2[test_all]]
-            p2, _ = LatencyMLP(layout, MLPConfig()).fit(X[tr2], y[tr2]).predict(X[te2])
+            p2, _ = LatencyMLP(layout, MLPConfig()).fit(
+                *with_equivalents(NB201_SPACE, [archs[i] for i in tr2], X[tr2], y[tr2])
+            ).predict(X[te2])
             entry["mlp_structural_rule_split0"] = {
                 "rule": "exclude every disconnected cell (label-free) instead of < 1 ms",
                 "excluded": int(disc.sum()), "n_test": int(len(te2)), **report(y[te2], p2),

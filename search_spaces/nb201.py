@@ -40,6 +40,8 @@ weights are one-hot.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -234,6 +236,25 @@ def computation_key(arch: Nb201Arch | str | Sequence[str]) -> tuple[Any, ...]:
         same = len(live) == 1 and live[0][0] == "skip_connect"
         value_class.append(live[0][1] if same else j)
     return tuple(key)
+
+
+@functools.lru_cache(maxsize=1)
+def _cells_by_computation() -> dict[tuple[Any, ...], tuple[Nb201Arch, ...]]:
+    """Every cell of the space (5^6 = 15,625) grouped by `computation_key`; ~0.2 s once."""
+    groups: dict[tuple[Any, ...], list[Nb201Arch]] = {}
+    for ops in itertools.product(NB201_OPS, repeat=NUM_EDGES):
+        arch = Nb201Arch(ops)
+        groups.setdefault(computation_key(arch), []).append(arch)
+    return {k: tuple(v) for k, v in groups.items()}
+
+
+def equivalent_archs(arch: Nb201Arch | str | Sequence[str]) -> tuple[Nb201Arch, ...]:
+    """The other cells that compute what `arch` computes (same `computation_key`).
+
+    A latency measured on one of them is a measurement of all of them, which is what lets
+    a latency predictor learn this symmetry from its training rows for free."""
+    a = _as_arch(arch)
+    return tuple(b for b in _cells_by_computation()[computation_key(a)] if b != a)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -463,6 +484,10 @@ class Nb201Space:
 
     def save(self, arch: Nb201Arch, path: str | os.PathLike[str]) -> Path:
         return save_arch(arch, path)
+
+    def equivalents(self, arch: Nb201Arch | str) -> tuple[Nb201Arch, ...]:
+        """Other cells computing the same thing (`equivalent_archs`)."""
+        return equivalent_archs(arch)
 
     # -- networks -------------------------------------------------------------------
 

@@ -328,3 +328,52 @@ def test_reference_normalisation_divides_out_the_machine_state() -> None:
     # one row without a reference (simulated / imported data): labels untouched
     same, none = reference_normalised(rows + [{"latency_ms": 1.0}], np.append(y, 1.0))
     assert none is None and same.tolist() == [4.0, 5.5, 0.95, 1.0]
+
+
+# ------------------------------------------------------------ equivalent cells as data
+def test_equivalent_archs_partition_the_space() -> None:
+    from search_spaces.nb201 import _cells_by_computation, computation_key, equivalent_archs
+
+    groups = _cells_by_computation()
+    assert sum(len(g) for g in groups.values()) == 5 ** 6
+    twin = "|skip_connect~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|nor_conv_1x1~0|none~1|none~2|"
+    others = equivalent_archs(twin)
+    # ops into node 2 swap, ops into node 3 from nodes 0 and 1 swap: 2 x 2 - 1 others
+    assert len(others) == 3 and all(computation_key(o) == computation_key(twin) for o in others)
+    for o in others:  # symmetric
+        assert twin in {str(a) for a in equivalent_archs(o)}
+    # node 1 computed by a conv: no two inputs are equal, no equivalents
+    assert equivalent_archs(
+        "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|nor_conv_3x3~2|") == ()
+
+
+def test_with_equivalents_adds_them_with_the_row_label_and_its_group() -> None:
+    from latency.predictor.augment import with_equivalents
+
+    a = "|skip_connect~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|nor_conv_1x1~0|none~1|none~2|"
+    b = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|nor_conv_3x3~2|"  # no twins
+    X = np.stack([encode(a), encode(b)]).astype(np.float32)
+    y = np.array([2.0, 5.0])
+    X2, y2, g = with_equivalents(NB201_SPACE, [a, b], X, y)
+    assert X2.shape == (5, X.shape[1]) and (X2[:2] == X).all()
+    assert y2.tolist() == [2.0, 5.0, 2.0, 2.0, 2.0] and g.tolist() == [0, 1, 0, 0, 0]
+    assert {tuple(r) for r in X2[2:]} == {tuple(encode(o)) for o in NB201_SPACE.equivalents(a)}
+
+    class NoSymmetry:  # a space that publishes none is left alone
+        pass
+
+    X3, y3, g3 = with_equivalents(NoSymmetry(), [a, b], X, y)
+    assert X3 is X and y3 is y and g3.tolist() == [0, 1]
+
+
+def test_validation_split_keeps_groups_whole() -> None:
+    X, y = synthetic(120)
+    groups = np.repeat(np.arange(40), 3)  # 40 measurements, 3 copies each
+    mlp = LatencyMLP(LAYOUT, MLPConfig(**FAST))
+    mlp._groups = groups
+    for k in range(3):
+        train, val = mlp._split(k, len(y), hold_out=True)
+        assert len(val) >= round(0.15 * len(y)) and len(train) + len(val) == len(y)
+        assert not set(groups[train.numpy()]) & set(groups[val.numpy()])
+    with pytest.raises(InputError, match="groups must have shape"):
+        mlp.fit(X, y, groups=groups[:10])

@@ -196,13 +196,22 @@ class LatencyMLP(nn.Module):
         return out.mean(dim=0).numpy(), out.std(dim=0, unbiased=False).numpy()
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Any, y: Any) -> LatencyMLP:
-        """Train every member on encodings `X` (n, D) and latencies `y` (ms)."""
+    def fit(self, X: Any, y: Any, groups: Any = None) -> LatencyMLP:
+        """Train every member on encodings `X` (n, D) and latencies `y` (ms).
+
+        `groups` (n,) ties rows that are copies of one measurement (`augment.py`):
+        validation splits take or leave a whole group, never part of one."""
         cfg = self.config
         Xt, yt = _check_xy(X, y, self.encoding_size)
         assert yt is not None
         if len(yt) < 10:
             raise InputError(f"need at least 10 samples to train a predictor, got {len(yt)}")
+        self._groups: np.ndarray | None = None
+        if groups is not None:
+            g = np.asarray(groups)
+            if g.shape != (len(yt),):
+                raise InputError(f"groups must have shape ({len(yt)},), got {g.shape}")
+            self._groups = np.unique(g, return_inverse=True)[1].reshape(-1)  # 0..k-1
         self.scale_ms.fill_(float(yt.mean()))
         with torch.no_grad():
             F = self.features(Xt)
@@ -234,6 +243,7 @@ class LatencyMLP(nn.Module):
             )
             self.members[k].load_state_dict(state)
         self.fitted = True
+        self._groups = None
         self.eval()
         return self
 
@@ -242,7 +252,18 @@ class LatencyMLP(nn.Module):
         perm = torch.randperm(n, generator=g)
         frac = self.config.val_fraction if hold_out else 0.0
         n_val = max(1, int(round(frac * n))) if frac else 0
-        return perm[n_val:], perm[:n_val]
+        groups = getattr(self, "_groups", None)
+        if groups is None or not n_val:
+            return perm[n_val:], perm[:n_val]
+        # whole groups, in the order their first row appears in the permutation, until
+        # the validation side holds at least n_val rows
+        order = groups[perm.numpy()]
+        _, first = np.unique(order, return_index=True)
+        ranked = order[np.sort(first)]
+        sizes = np.bincount(groups)[ranked]
+        val_groups = ranked[: int(np.searchsorted(np.cumsum(sizes), n_val) + 1)]
+        is_val = torch.from_numpy(np.isin(groups, val_groups))
+        return torch.nonzero(~is_val).squeeze(1), torch.nonzero(is_val).squeeze(1)
 
     def _train_member(
         self,

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from latency.predictor.artifact import load_predictor, save_predictor
+from latency.predictor.augment import with_equivalents
 from latency.predictor.baselines import BASELINES, make_baseline
 from latency.predictor.features import layout_for_space
 from latency.predictor.metrics import report
@@ -94,22 +95,28 @@ def train_predictor(
     y, reference_ms = reference_normalised(rows, y)
     train, test = split(len(y), test_fraction, seed, train_size)
     layout = layout_for_space(space)
-    mlp = LatencyMLP(layout, config or MLPConfig(seed=seed)).fit(X[train], y[train])
+    # every model trains on the same rows: the training split plus the cells that compute
+    # the same as one of its rows (held-out rows are never augmented)
+    X_fit, y_fit, groups = with_equivalents(
+        space, [space.parse(rows[i]["arch"]) for i in train], X[train], y[train])
+    mlp = LatencyMLP(layout, config or MLPConfig(seed=seed)).fit(X_fit, y_fit, groups)
     mean, std = mlp.predict(X[test])
     results = {"mlp": report(y[test], mean)}
     for name in baselines:
-        model = make_baseline(name, layout, seed).fit(X[train], y[train])
+        model = make_baseline(name, layout, seed).fit(X_fit, y_fit)
         results[name] = report(y[test], model.predict(X[test]))
     sources = sorted({r["source"] for r in rows})
     save_predictor(mlp, out, space=space.name, op_names=space.op_names, hardware=hardware,
                    dataset=dataset, metrics=results["mlp"],
                    extra={"sources": sources, "n_train": int(len(train)),
+                          "n_equivalents_added": int(len(y_fit) - len(train)),
                           "n_test": int(len(test)), "seed": seed,
                           "reference_ms": reference_ms})
     summary = {
         "hardware": hardware, "space": space.name, "samples": dataset, "sources": sources,
-        "n_train": int(len(train)), "n_test": int(len(test)),
-        "excluded_below_min_latency": excluded, "min_latency_ms": min_latency_ms,
+        "n_train": int(len(train)), "n_equivalents_added": int(len(y_fit) - len(train)),
+        "n_test": int(len(test)), "excluded_below_min_latency": excluded,
+        "min_latency_ms": min_latency_ms,
         "reference_normalised": reference_ms is not None, "reference_ms": reference_ms,
         "metrics": results, "mean_uncertainty_ms": float(np.mean(std)), "predictor": str(out),
     }

@@ -1,0 +1,43 @@
+"""Training rows plus the cells a space knows compute the same thing.
+
+A space may publish `equivalents(arch)`: other architectures whose networks run the same
+kernels on the same tensors (NB201: `search_spaces.nb201.equivalent_archs`). A latency
+measured on one of them is a measurement of all of them, so each training row also
+teaches the predictor the latency of its equivalents, labelled with the row's own
+measurement. This is a symmetry of the space, not a guess: on the NB201 data it lifted
+the MLP on every device (`bench/bench_nb201_predictor.py`). Held-out rows are never
+augmented, and the returned `groups` keep a row and its copies together, so a validation
+split inside the trainer cannot see a copy of one of its own training rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def with_equivalents(
+    space: Any, archs: Sequence[Any], X: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(encodings, latencies, group of each row): the rows first, then their equivalents.
+
+    `archs` are the rows' architectures (parsed, or as the space stores them). A space
+    without `equivalents` gets its rows back unchanged, one group each."""
+    n = len(y)
+    groups = np.arange(n)
+    equivalents = getattr(space, "equivalents", None)
+    if equivalents is None:
+        return X, y, groups
+    extra_x, extra_y, extra_g = [], [], []
+    for i, arch in enumerate(archs):
+        for other in equivalents(arch):
+            extra_x.append(space.encode(other))
+            extra_y.append(y[i])
+            extra_g.append(i)
+    if not extra_x:
+        return X, y, groups
+    return (np.concatenate([X, np.stack(extra_x).astype(X.dtype)]),
+            np.concatenate([y, np.asarray(extra_y, dtype=y.dtype)]),
+            np.concatenate([groups, np.asarray(extra_g)]))
