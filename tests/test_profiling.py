@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from latency.hardware import load_profile
@@ -166,3 +167,33 @@ def test_import_csv_errors_name_the_row(tmp_path, tmp_profiles, capsys, rows, co
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("\n") == 1
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_predictor_train_on_imported_nb201_adds_equivalent_cells(tmp_path, tmp_profiles,
+                                                                  capsys, monkeypatch) -> None:
+    """The report counts the equivalent cells trained on: those of the training rows only."""
+    import latency.predictor.train as train_mod
+    from latency.predictor.mlp import MLPConfig
+    from search_spaces.nb201 import NB201_SPACE, equivalent_archs
+
+    monkeypatch.setattr(train_mod, "MLPConfig", lambda seed=0: MLPConfig(
+        members=2, steps=100, weight_decay=1.0, huber_delta=0.05, encoding_l2=0.0, seed=seed))
+    rng = np.random.default_rng(0)
+    archs = [str(NB201_SPACE.sample(rng)) for _ in range(40)]
+    archs[:4] = ["|skip_connect~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|none~0|none~1|none~2|",
+                 "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|avg_pool_3x3~0|none~1|none~2|",
+                 "|skip_connect~0|+|none~0|nor_conv_3x3~1|+|none~0|none~1|none~2|",
+                 "|skip_connect~0|+|avg_pool_3x3~0|avg_pool_3x3~1|+|none~0|none~1|none~2|"]
+    rows = [(a, 2.0 + a.count("conv")) for a in archs]
+    out = tmp_path / "gpu.jsonl"
+    assert main(["profile", "import", str(write_csv(tmp_path / "m.csv", rows)), "--space",
+                 "nb201", "--latency-column", "gpu_ms", "--hardware", "some-gpu", "--kind",
+                 "cuda", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["predictor", "train", "--hardware", "some-gpu", "--samples", str(out),
+                 "--out", str(tmp_path / "pred"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    train, _ = train_mod.split(40, 0.2, 0, None)
+    expected = sum(len(equivalent_archs(archs[i])) for i in train)
+    assert expected > 0 and summary["n_equivalents_added"] == expected
+    assert summary["n_train"] == len(train) == 32

@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"predictor for {profile.name} ({', '.join(summary['sources'])} samples): "
           f"{summary['n_train']} train / {summary['n_test']} held out -> {out}")
+    if summary["n_equivalents_added"]:
+        print(f"  + {summary['n_equivalents_added']} cells that compute the same as a training "
+              "sample, trained on with its latency")
     print(f"  {'model':24s} {'MAPE':>7s} {'<=5%':>6s} {'<=10%':>6s} {'tau':>6s}")
     for name, m in summary["metrics"].items():
         print(f"  {name:24s} {100 * m['mape']:6.2f}% {100 * m['within_5']:5.1f}% "
