@@ -485,9 +485,11 @@ class Nb201Space:
     def save(self, arch: Nb201Arch, path: str | os.PathLike[str]) -> Path:
         return save_arch(arch, path)
 
-    def equivalents(self, arch: Nb201Arch | str) -> tuple[Nb201Arch, ...]:
-        """Other cells computing the same thing (`equivalent_archs`)."""
-        return equivalent_archs(arch)
+    def equivalents(self, arch: Nb201Arch | str, limit: int | None = None
+                    ) -> tuple[Nb201Arch, ...]:
+        """Other cells computing the same thing (`equivalent_archs`; at most 7 exist)."""
+        found = equivalent_archs(arch)
+        return found if limit is None else found[:limit]
 
     # -- networks -------------------------------------------------------------------
 

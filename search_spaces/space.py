@@ -135,6 +135,13 @@ class DartsSpace:
         genotype.validate(self.op_names)
         return encode_genotype(genotype, self.op_names, self.steps)
 
+    def equivalents(self, genotype: Genotype, limit: int | None = None
+                    ) -> tuple[Genotype, ...]:
+        """Other genotypes whose deployed network costs the same (`darts_symmetry`)."""
+        from search_spaces.darts_symmetry import equivalent_genotypes
+
+        return equivalent_genotypes(genotype, limit)
+
     def encode_weights(
         self,
         weights: dict[str, torch.Tensor],

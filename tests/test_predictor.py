@@ -377,3 +377,13 @@ def test_validation_split_keeps_groups_whole() -> None:
         assert not set(groups[train.numpy()]) & set(groups[val.numpy()])
     with pytest.raises(InputError, match="groups must have shape"):
         mlp.fit(X, y, groups=groups[:10])
+
+
+def test_one_row_per_group_splits_exactly_like_no_groups() -> None:
+    mlp = LatencyMLP(LAYOUT, MLPConfig(**FAST))
+    mlp._groups = None
+    plain = mlp._split(1, 50, hold_out=True)
+    mlp._groups = np.arange(50)
+    grouped = mlp._split(1, 50, hold_out=True)
+    for a, b in zip(plain, grouped):
+        assert torch.equal(a, b)

@@ -1,7 +1,8 @@
 """Training rows plus the cells a space knows compute the same thing.
 
-A space may publish `equivalents(arch)`: other architectures whose networks run the same
-kernels on the same tensors (NB201: `search_spaces.nb201.equivalent_archs`). A latency
+A space may publish `equivalents(arch, limit)`: other architectures whose networks run
+the same kernels on tensors of the same shapes (NB201: `search_spaces.nb201.
+equivalent_archs`; DARTS: `search_spaces.darts_symmetry`). A latency
 measured on one of them is a measurement of all of them, so each training row also
 teaches the predictor the latency of its equivalents, labelled with the row's own
 measurement. This is a symmetry of the space, not a guess: on the NB201 data it lifted
@@ -17,9 +18,14 @@ from typing import Any
 
 import numpy as np
 
+#: equivalents added per row at most: a DARTS genotype can have thousands (48 renamings
+#: per cell, squared); a few already carry the symmetry, and the training set stays small
+MAX_PER_ROW = 8
+
 
 def with_equivalents(
-    space: Any, archs: Sequence[Any], X: np.ndarray, y: np.ndarray
+    space: Any, archs: Sequence[Any], X: np.ndarray, y: np.ndarray,
+    limit: int = MAX_PER_ROW,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(encodings, latencies, group of each row): the rows first, then their equivalents.
 
@@ -32,7 +38,7 @@ def with_equivalents(
         return X, y, groups
     extra_x, extra_y, extra_g = [], [], []
     for i, arch in enumerate(archs):
-        for other in equivalents(arch):
+        for other in equivalents(arch, limit):
             extra_x.append(space.encode(other))
             extra_y.append(y[i])
             extra_g.append(i)

@@ -272,8 +272,10 @@ class LatencyMLP(nn.Module):
         ranked = order[np.sort(first)]
         sizes = np.bincount(groups)[ranked]
         val_groups = ranked[: int(np.searchsorted(np.cumsum(sizes), n_val) + 1)]
-        is_val = torch.from_numpy(np.isin(groups, val_groups))
-        return torch.nonzero(~is_val).squeeze(1), torch.nonzero(is_val).squeeze(1)
+        # keep the permutation's order on both sides: with one row per group this is
+        # exactly the ungrouped split, so grouping alone never changes a trained model
+        in_val = torch.from_numpy(np.isin(groups, val_groups))[perm]
+        return perm[~in_val], perm[in_val]
 
     def _train_member(
         self,
