@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Profile the h100 for real on a lent H100, in calls of at most 10 minutes each.
 #
-#   bash bench/gpu/profile_h100.sh [TARGET_SAMPLES=1000] [PROFILE_SECONDS=480]
+#   bash bench/gpu/profile_h100.sh [TARGET_SAMPLES=1000] [PROFILE_SECONDS=420]
 #
 # Runs from the repository root with the machine's own python3 (which holds CUDA
 # PyTorch, numpy, scipy, scikit-learn, PyYAML, tqdm) and this checkout on PYTHONPATH,
@@ -14,7 +14,7 @@
 # bench/gpu/h100.samples.jsonl (untracked, so it travels with the tree) and run again.
 set -euo pipefail
 target=${1:-1000}
-budget=${2:-480}
+budget=${2:-420}
 out=${OUT:-$PWD/gpu-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
