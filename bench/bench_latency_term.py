@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latency.predictor.artifact import load_predictor  # noqa: E402
-from latency.predictor.locate import default_predictor_path  # noqa: E402
+from latency.predictor.locate import default_predictor_path, load_for_space  # noqa: E402
 from nas.search.architect import Architect  # noqa: E402
 from nas.search.latency_loss import PredictorLatency, latency_term  # noqa: E402
 from search_spaces.space import get_space  # noqa: E402
@@ -38,8 +37,7 @@ def main() -> None:
     space = get_space("darts")
     net = space.build_supernet(a.channels, a.layers, 10, a.in_channels)
     net = net.to(memory_format=torch.channels_last)
-    mlp, _ = load_predictor(default_predictor_path("p100"), op_names=space.op_names,
-                            encoding_size=space.encoding_size)
+    mlp, _ = load_for_space(default_predictor_path("p100"), space)
     term = latency_term(PredictorLatency(mlp), space, space.full_edge_ops(), 1.0)
     opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9)
     plain = Architect(net, 3e-4, (0.5, 0.999), 1e-3, 0.9, 3e-4)

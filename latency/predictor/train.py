@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from latency.predictor.artifact import load_predictor, save_predictor
+from latency.predictor.artifact import save_predictor
 from latency.predictor.augment import with_equivalents
 from latency.predictor.baselines import BASELINES, make_baseline
 from latency.predictor.features import layout_for_space
+from latency.predictor.locate import load_for_space
 from latency.predictor.metrics import report
 from latency.predictor.mlp import LatencyMLP, MLPConfig
 from latency.samples import SampleError
@@ -129,7 +130,7 @@ def train_predictor(
 
 def evaluate_predictor(path: str | Path, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     space, X, y = encode_rows(rows)
-    mlp, meta = load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    mlp, meta = load_for_space(Path(path), space)
     normalised = False
     trained_ref = (meta.get("extra") or {}).get("reference_ms")
     if trained_ref:  # judge on labels at the machine state it was trained at
