@@ -6,7 +6,11 @@ state, replaced atomically), `genotype.json` (final), `summary.json`.
 
 A checkpoint records how many log lines existed when it was taken; a resume cuts the
 logs back to that, so lines written after the last checkpoint by a killed run are not
-duplicated when their epoch is run again.
+duplicated when their epoch is run again. A kill during a log write leaves a torn last
+line (no newline, or bytes that are not JSON): readers skip it and a resume cuts it.
+Logs that hold fewer lines than the checkpoint says, or lines but no checkpoint, cannot
+be repaired without guessing; `reconcile` refuses them in one line instead of silently
+starting over and appending (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -73,10 +77,31 @@ class RunDir:
             os.fsync(f.fileno())
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        """The complete records of a log; a torn last line (a kill mid-write) is left out,
+        a damaged line before it is an error naming the file and line."""
         p = self.path / name
-        if not p.exists():
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise InputError(f"cannot read {p}: {e.strerror or e}") from None
+        lines = data.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]  # tail: bytes after the last newline
+        records: list[dict[str, Any]] = []
+        for n, raw in enumerate(complete, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record = None
+            if not isinstance(record, dict):
+                if n == len(complete) and not tail.strip():
+                    break  # the last line is torn garbage: what a kill mid-write leaves
+                raise InputError(f"{p}:{n} is not a JSON record; the run's log is damaged")
+            records.append(record)
+        return records
 
     def line_counts(self) -> dict[str, int]:
         return {n: len(self.read_jsonl(n)) for n in (LOG, ARCH_LOG)}
@@ -87,6 +112,36 @@ class RunDir:
             atomic_write_bytes(
                 self.path / name, "".join(json.dumps(r) + "\n" for r in lines).encode()
             )
+
+    def check_logs(self, state: dict[str, Any] | None) -> None:
+        """Refuse logs that cannot be brought back to the checkpoint `state` (None: there
+        is no checkpoint) without guessing; changes nothing.
+
+        Lines past the checkpoint are fine (a killed run wrote them for an epoch that will
+        run again). Missing lines, or logs without any checkpoint, mean a file was lost or
+        replaced: resuming would duplicate or skip epochs.
+        """
+        expected = dict(state["log_lines"]) if state is not None else {}
+        for name in (LOG, ARCH_LOG):
+            have = len(self.read_jsonl(name))
+            want = int(expected.get(name, 0))
+            if state is None and have:
+                raise InputError(
+                    f"cannot resume {self.path}: {name} holds {have} epoch(s) but there is no "
+                    f"{CHECKPOINT}; the run's files disagree (start a new run with --out)")
+            if have < want:
+                raise InputError(
+                    f"cannot resume {self.path}: {name} holds {have} line(s) but {CHECKPOINT} "
+                    f"was taken after {want}; the run's files disagree (start a new run "
+                    "with --out)")
+
+    def reconcile(self, state: dict[str, Any] | None) -> None:
+        """`check_logs`, then cut the logs back to the checkpoint: lines a killed run wrote
+        after it, and a torn last line, go; the epochs they describe run again."""
+        self.check_logs(state)
+        expected = dict(state["log_lines"]) if state is not None else {}
+        self.truncate_logs({name: int(expected.get(name, 0)) for name in (LOG, ARCH_LOG)
+                            if (self.path / name).exists()})
 
     # ---------------------------------------------------------------- checkpoints
 

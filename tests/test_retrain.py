@@ -198,10 +198,21 @@ def test_measured_latency_says_how_it_was_measured(tmp_path, capsys) -> None:
     assert "test accuracy" in stdout and "measured here" in stdout
 
 
-def test_resume_of_a_finished_run_reports_again_without_training(tmp_path, capsys) -> None:
+def test_resume_of_a_finished_run_is_refused_and_changes_nothing(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert run_cli(["retrain", "--genotype", "DARTS_V2", *TINY, "--out", str(out)], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code, _, err = run_cli(["retrain", "--resume", str(out), "--no-measure", "--json"], capsys)
+    _one_line_error(code, err, "already finished")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_resume_after_a_kill_before_the_report_reports_without_training(tmp_path,
+                                                                        capsys) -> None:
     out = tmp_path / "run"
     assert run_cli(["retrain", "--genotype", "DARTS_V2", *TINY, "--out", str(out)], capsys)[0] == 0
     before = json.loads((out / "report.json").read_text())
+    (out / "report.json").unlink()  # killed after the last checkpoint, before the report
     code, _, err = run_cli(["retrain", "--resume", str(out), "--no-measure", "--json"], capsys)
     assert code == 0, err
     after = json.loads((out / "report.json").read_text())

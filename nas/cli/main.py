@@ -27,6 +27,10 @@ COMMANDS = {
 }
 
 
+#: commands that train networks or models, whose thread count matters
+TRAINING_COMMANDS = frozenset({"search", "retrain", "predictor"})
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse prints the whole usage on a bad option; we print one line and exit 2."""
 
@@ -41,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for training and search (default: PyTorch's choice, "
-                        "one per core); on a shared machine 1 avoids threads fighting over "
-                        "cores. Latency measurement always uses its profile's own count.")
+                        help="CPU threads for training and search (default: the cores this "
+                        "process may use minus those busy with other work, chosen when a run "
+                        "starts and kept by --resume). Latency measurement always uses its "
+                        "profile's own count.")
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=OneLineErrorParser
     )
@@ -58,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.threads is not None:
             _set_threads(args.threads)
+        elif args.command in TRAINING_COMMANDS:
+            _default_threads()
         return int(args.run(args) or 0)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -74,6 +81,13 @@ def _set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
+
+
+def _default_threads() -> None:
+    """Never more threads than there are cores free for them (nas/threads.py)."""
+    from nas.threads import choose_threads
+
+    _set_threads(choose_threads().threads)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any
 
 from latency.hardware import load_profile, profile_names
 from nas import __version__
+from nas.cli.resume import THREADS_KEY, add_resume_arguments, check_resume_flags, resume_threads
 from nas.data.registry import dataset_names, load_dataset
 from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
 from nas.retrain.export import ONNX_FILE, STATE_DICT, export_network_onnx, save_state_dict
@@ -21,9 +22,10 @@ from nas.retrain.report import (
     network_size,
     predicted_latency,
 )
-from nas.retrain.trainer import Retrainer
+from nas.retrain.trainer import Retrainer, check_checkpoint
 from nas.run_dir import RunDir
 from nas.search.config import default_preset
+from nas.threads import threads_now
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import published_names
 
@@ -44,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--genotype", help=f"published name ({', '.join(published_names())}), a "
                    "genotype file (genotype.json from `nas search`, or a DARTS literal), or a "
                    "NAS-Bench-201 arch string (|op~0|+...|)")
-    p.add_argument("--dataset", choices=dataset_names(), default="digits",
+    p.add_argument("--dataset", choices=dataset_names(),
                    help="digits (embedded, default) or cifar10 (needs --data-dir)")
     p.add_argument("--data-dir", help="directory of the CIFAR-10 python batches")
     p.add_argument("--hardware",
@@ -54,29 +56,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESET_NAMES,
                    help="small (default on digits) or paper (default otherwise); "
                    "each space has its own")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--channels", type=int, help="initial channels")
+    p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
+    p.add_argument("--channels", type=int, help="initial channels (default: the preset's)")
     p.add_argument("--layers", type=int, help="cells (NAS-Bench-201: cells per stage, "
                    "default 5)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--batch-size", type=int, help="images per batch (default: the preset's)")
+    p.add_argument("--lr", type=float, help="initial learning rate (default: the preset's)")
     p.add_argument("--drop-path", type=float, help="final drop-path probability")
     p.add_argument("--cutout", type=int, help="cutout square side in pixels (0: off)")
     p.add_argument("--limit", type=int, help="use only the first N training images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="random seed of weights, data order and "
+                   "drop-path (default 0)")
     p.add_argument("--no-measure", action="store_true",
                    help="do not time the trained network on this machine")
-    p.add_argument("--out", help="run directory (default results/<time>-retrain-<genotype>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the retrain in DIR")
+    p.add_argument("--out", help="run directory (default results/<time>-retrain-<genotype>); "
+                   "must not exist or be empty")
+    add_resume_arguments(p, "retrain")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(run=run)
 
 
+#: argparse destination -> the retrain config key it sets (what --resume compares)
+RESUME_FLAGS = {
+    "dataset": "dataset", "hardware": "hardware", "predictor": "predictor", "preset": "preset",
+    "epochs": "epochs", "channels": "init_channels", "layers": "layers",
+    "batch_size": "batch_size", "lr": "lr", "drop_path": "drop_path", "cutout": "cutout",
+    "limit": "data_limit", "seed": "seed",
+}
+
+
 def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
-    preset = args.preset or default_preset(args.dataset)
+    if args.extend:
+        raise InputError("--extend continues a run: it needs --resume DIR")
+    dataset = args.dataset or "digits"
+    preset = args.preset or default_preset(dataset)
     cfg = preset_config(preset, space_of(arch)).with_overrides(
-        dataset=args.dataset, data_dir=args.data_dir, hardware=args.hardware,
-        predictor=args.predictor, seed=args.seed,
+        dataset=dataset, data_dir=args.data_dir, hardware=args.hardware,
+        predictor=args.predictor, seed=args.seed if args.seed is not None else 0,
         epochs=args.epochs, init_channels=args.channels, layers=args.layers,
         batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, cutout=args.cutout,
         data_limit=args.limit,
@@ -108,17 +124,46 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _open_resume(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch, str]:
+def _open_resume(args: argparse.Namespace
+                 ) -> tuple[RunDir, RetrainConfig, Arch, str, dict[str, Any] | None]:
+    """The run to continue, its config (with --extend's new epochs), genotype, name and
+    checkpoint (None when killed before the first); refuses what cannot resume exactly."""
     run_dir = RunDir.open(args.resume)
     saved = run_dir.config()
-    if "retrain" not in saved:
+    if not isinstance(saved.get("retrain"), dict):
         raise InputError(f"{run_dir.path} is not a retrain run (no 'retrain' in config.json)")
     cfg = RetrainConfig.from_dict(saved["retrain"])
     genotype = load_arch(run_dir.path / GENOTYPE_FILE)
     if args.genotype and _genotype(args.genotype) != genotype:
         raise InputError(f"--genotype {args.genotype} is not the genotype {run_dir.path} was "
                          "trained for; drop --genotype to resume it")
-    return run_dir, cfg, genotype, saved.get("genotype_name", "genotype")
+    new_epochs = check_resume_flags(args, saved["retrain"], RESUME_FLAGS)
+    if args.data_dir:  # the data may have moved; it is where the data is, not a setting
+        cfg = cfg.with_overrides(data_dir=args.data_dir)
+    state = run_dir.load_checkpoint() if run_dir.has_checkpoint() else None
+    if state is not None:
+        check_checkpoint(state, genotype, run_dir)
+    run_dir.check_logs(state)  # logs the checkpoint cannot explain: refused before any work
+    if new_epochs is not None:
+        cfg = cfg.with_overrides(epochs=new_epochs)
+        validate_config(cfg)
+    elif (state is not None and int(state.get("epoch", 0)) >= cfg.epochs
+          and (run_dir.path / REPORT_FILE).is_file()):
+        raise InputError(f"{run_dir.path} already finished ({cfg.epochs} epochs; results in "
+                         f"{REPORT_FILE}); to train longer add --extend --epochs N")
+    resume_threads(args, saved)
+    return run_dir, cfg, genotype, saved.get("genotype_name", "genotype"), state
+
+
+def _record_extension(run_dir: RunDir, cfg: RetrainConfig) -> None:
+    saved = run_dir.config()
+    before = saved["retrain"]["epochs"]
+    if before == cfg.epochs:
+        return
+    saved["retrain"] = cfg.to_dict()
+    saved.setdefault("extensions", []).append(
+        {"epochs_from": before, "epochs_to": cfg.epochs, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    run_dir.write_json("config.json", saved)
 
 
 def _prediction(genotype: Arch, cfg: RetrainConfig) -> dict[str, Any] | None:
@@ -149,6 +194,7 @@ def _create(args: argparse.Namespace
         "hardware_profile": profile.to_dict() if profile else None,
         "nas_version": __version__,
         "command": ["nas", *sys.argv[1:]],
+        THREADS_KEY: threads_now(),
     }
     run_dir = RunDir.create(out, config)
     save_arch(genotype, run_dir.path / GENOTYPE_FILE)
@@ -156,18 +202,21 @@ def _create(args: argparse.Namespace
 
 
 def run(args: argparse.Namespace) -> int:
+    state = None
     if args.resume:
-        run_dir, cfg, genotype, name = _open_resume(args)
+        run_dir, cfg, genotype, name, state = _open_resume(args)
         prediction = _prediction(genotype, cfg)
         data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
+        _record_extension(run_dir, cfg)
     else:
         run_dir, cfg, genotype, name, data, prediction = _create(args)
     args.resume_hint = f"nas retrain --resume {run_dir.path}"
     trainer = Retrainer(cfg, genotype, run_dir, data, log=_stderr)
-    if args.resume and run_dir.has_checkpoint():
-        trainer.restore()
+    if state is not None:
+        trainer.restore(state)
     _stderr(f"retraining {name} on {cfg.dataset} ({cfg.preset} preset: {cfg.layers} cells, "
-            f"{cfg.init_channels} channels, {cfg.epochs} epochs) -> {run_dir.path}")
+            f"{cfg.init_channels} channels, {cfg.epochs} epochs; {threads_now()} thread(s)) "
+            f"-> {run_dir.path}")
     result = trainer.run_all()
     assert result is not None
     report = _finish(args, run_dir, cfg, genotype, name, trainer, result, data.spec,

@@ -11,6 +11,7 @@ from typing import Any
 
 from latency.hardware import load_profile, profile_names
 from nas import __version__
+from nas.cli.resume import THREADS_KEY, add_resume_arguments, check_resume_flags, resume_threads
 from nas.data.registry import dataset_names
 from nas.run_dir import RunDir
 from nas.search.config import (
@@ -20,6 +21,7 @@ from nas.search.config import (
     validate_config,
 )
 from nas.search.driver import SearchResult, load_search_data, run_search
+from nas.threads import threads_now
 from search_spaces.errors import InputError
 
 #: --space name -> (cell space, search strategy). P-DARTS searches the DARTS cell space;
@@ -39,22 +41,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Defaults are the papers' settings; on the embedded digits dataset a small preset "
         "finishes in minutes on a CPU.",
     )
-    p.add_argument("--space", choices=sorted(SEARCH_SPACES), default="darts",
+    p.add_argument("--space", choices=sorted(SEARCH_SPACES),
                    help="search space / algorithm: darts, pdarts (DARTS cells) or nb201 "
                    "(NAS-Bench-201 cells, DARTS) (default: darts)")
     p.add_argument("--hardware", help=f"hardware profile ({', '.join(profile_names())}), "
                    "recorded in the run")
-    p.add_argument("--dataset", choices=dataset_names(), default="digits",
+    p.add_argument("--dataset", choices=dataset_names(),
                    help="digits (embedded, default) or cifar10 (needs --data-dir)")
     p.add_argument("--data-dir", help="directory of the CIFAR-10 python batches")
     p.add_argument("--preset", choices=["small", "paper"],
                    help="small (default on digits) or paper (default otherwise)")
-    p.add_argument("--epochs", type=int, help="epochs (per stage for P-DARTS)")
-    p.add_argument("--channels", type=int, help="initial channels of the supernet")
+    p.add_argument("--epochs", type=int, help="epochs (per stage for P-DARTS; default: the "
+                   "preset's)")
+    p.add_argument("--channels", type=int, help="initial channels of the supernet (default: "
+                   "the preset's)")
     p.add_argument("--layers", type=int, help="cells of the supernet (first stage for P-DARTS; "
                    "cells per stage for nb201)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--second-order", action="store_true",
+    p.add_argument("--batch-size", type=int, help="images per batch, for the weight and the "
+                   "architecture steps alike (default: the preset's)")
+    p.add_argument("--second-order", action="store_true", default=None,
                    help="DARTS second-order (unrolled) architecture gradient")
     p.add_argument("--max-skips", type=int, help="P-DARTS: skip-connects allowed in the "
                    "normal cell (default 2)")
@@ -65,22 +70,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
                    "profile's: <name>.predictor in ~/.hw-nas/hardware_profiles, else shipped)")
     p.add_argument("--limit", type=int, help="use only the first N training images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="run directory (default results/<time>-<space>-<hardware>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    p.add_argument("--seed", type=int, help="random seed of weights, data order and splits "
+                   "(default 0)")
+    p.add_argument("--out", help="run directory (default results/<time>-<space>-<hardware>); "
+                   "must not exist or be empty")
+    add_resume_arguments(p, "search")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
 
+#: argparse destination -> the search config key it sets (what --resume compares)
+RESUME_FLAGS = {
+    "hardware": "hardware", "dataset": "dataset", "preset": "preset", "epochs": "epochs",
+    "channels": "init_channels", "layers": "layers", "batch_size": "batch_size",
+    "second_order": "second_order", "max_skips": "max_skips",
+    "latency_weight": "latency_weight", "latency_target": "latency_target_ms",
+    "predictor": "predictor", "limit": "data_limit", "seed": "seed",
+}
+
+
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
-    space, strategy = SEARCH_SPACES[args.space]
-    preset = args.preset or default_preset(args.dataset)
+    if args.extend:
+        raise InputError("--extend continues a run: it needs --resume DIR")
+    space, strategy = SEARCH_SPACES[args.space or "darts"]
+    dataset = args.dataset or "digits"
+    preset = args.preset or default_preset(dataset)
     cfg = preset_config(strategy, preset, space).with_overrides(
         space=space,
-        dataset=args.dataset,
+        dataset=dataset,
         data_dir=args.data_dir,
         hardware=args.hardware,
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else 0,
         epochs=args.epochs,
         init_channels=args.channels,
         layers=args.layers,
@@ -151,14 +171,61 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _open_resume(args: argparse.Namespace) -> tuple[RunDir, SearchConfig, Any]:
+    """The run to continue, its config (with --extend's new epochs) and its checkpoint
+    (None when it was killed before the first one); refuses what cannot resume exactly."""
+    run_dir = RunDir.open(args.resume)
+    saved = run_dir.config()
+    if not isinstance(saved.get("search"), dict):
+        raise InputError(f"{run_dir.path} is not a search run (no 'search' in config.json)")
+    cfg = SearchConfig.from_dict(saved["search"])
+    if args.space is not None and SEARCH_SPACES[args.space] != (cfg.space, cfg.strategy):
+        raise InputError(f"--space {args.space} conflicts with the run's space "
+                         f"{'pdarts' if cfg.strategy == 'pdarts' else cfg.space}: --resume "
+                         "continues a run with its own settings")
+    new_epochs = check_resume_flags(args, saved["search"], RESUME_FLAGS)
+    if args.data_dir:  # the data may have moved; it is where the data is, not a setting
+        cfg = cfg.with_overrides(data_dir=args.data_dir)
+    state = run_dir.load_checkpoint() if run_dir.has_checkpoint() else None
+    run_dir.check_logs(state)  # logs the checkpoint cannot explain: refused before any work
+    if new_epochs is not None:
+        if cfg.num_stages > 1:
+            raise InputError("--extend applies to DARTS and NB201 searches; a P-DARTS run's "
+                             "stages are fixed when it starts")
+        cfg = cfg.with_overrides(epochs=new_epochs)
+        validate_config(cfg)
+    elif state is not None and _finished(state, cfg, run_dir):
+        raise InputError(f"{run_dir.path} already finished ({cfg.epochs} epochs; results in "
+                         "genotype.json and summary.json); to search longer add "
+                         "--extend --epochs N")
+    resume_threads(args, saved)
+    return run_dir, cfg, state
+
+
+def _finished(state: dict[str, Any], cfg: SearchConfig, run_dir: RunDir) -> bool:
+    last_stage = int(state.get("stage", 0)) >= cfg.num_stages - 1
+    return (last_stage and int(state.get("epoch", 0)) >= cfg.epochs
+            and (run_dir.path / "summary.json").is_file())
+
+
+def _record_extension(run_dir: RunDir, cfg: SearchConfig) -> None:
+    saved = run_dir.config()
+    before = saved["search"]["epochs"]
+    if before == cfg.epochs:
+        return
+    saved["search"] = cfg.to_dict()
+    saved.setdefault("extensions", []).append(
+        {"epochs_from": before, "epochs_to": cfg.epochs, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    run_dir.write_json("config.json", saved)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.resume:
-        run_dir = RunDir.open(args.resume)
-        saved = run_dir.config()
-        cfg = SearchConfig.from_dict(saved["search"])
-        resume = run_dir.has_checkpoint()
+        run_dir, cfg, state = _open_resume(args)
+        resume = state is not None
         data = load_search_data(cfg)
         terms, probe = latency_hooks(cfg)
+        _record_extension(run_dir, cfg)
     else:
         cfg = config_from_args(args)
         profile = load_profile(cfg.hardware) if cfg.hardware else None
@@ -170,17 +237,19 @@ def run(args: argparse.Namespace) -> int:
             "hardware_profile": profile.to_dict() if profile else None,
             "nas_version": __version__,
             "command": ["nas", *sys.argv[1:]],
+            THREADS_KEY: threads_now(),
         }
         run_dir = RunDir.create(out, config)
-        resume = False
+        resume, state = False, None
     args.resume_hint = f"nas search --resume {run_dir.path}"
     _stderr(
         f"{cfg.strategy.upper()} search on {cfg.dataset} ({cfg.preset} preset: "
         f"{_cells(cfg)}, {cfg.init_channels} channels, {cfg.epochs} epochs"
-        f"{' per stage' if cfg.num_stages > 1 else ''}) -> {run_dir.path}"
+        f"{' per stage' if cfg.num_stages > 1 else ''}; {threads_now()} thread(s)) -> "
+        f"{run_dir.path}"
     )
     result = run_search(cfg, run_dir, terms=terms, resume=resume, log=_stderr, data=data,
-                        probe=probe)
+                        probe=probe, state=state)
     measured = measure_derived(cfg, result)
     if measured:
         result.summary.setdefault("latency", {}).update(measured)

@@ -43,6 +43,16 @@ def drop_path_probability(cfg: RetrainConfig, epoch: int) -> float:
     return cfg.drop_path * epoch / cfg.epochs
 
 
+def check_checkpoint(state: dict[str, Any], genotype: Arch, run: RunDir) -> None:
+    """Refuse a checkpoint that is not a retrain of `genotype` (copied in from another run)."""
+    where = run.path / "checkpoint.pt"
+    if state.get("kind") != "retrain":
+        raise InputError(f"checkpoint {where} is not a retrain checkpoint")
+    if state.get("genotype") != genotype.to_dict():
+        raise InputError(f"checkpoint {where} was trained for a different genotype than "
+                         f"{run.path / 'genotype.json'}")
+
+
 @dataclass
 class TrainResult:
     test_loss: float
@@ -97,17 +107,13 @@ class Retrainer:
             "rng": torch.get_rng_state(),
         }
 
-    def restore(self) -> None:
-        """Continue from the run's checkpoint; one-line errors for a foreign or bad one."""
-        state = self.run.load_checkpoint()
+    def restore(self, state: dict[str, Any] | None = None) -> None:
+        """Continue from the run's checkpoint (`state`, when the caller already loaded it);
+        one-line errors for a foreign or bad one."""
+        if state is None:
+            state = self.run.load_checkpoint()
         where = self.run.path / "checkpoint.pt"
-        if state.get("kind") != "retrain":
-            raise InputError(f"checkpoint {where} is not a retrain checkpoint")
-        if state.get("genotype") != self.genotype.to_dict():
-            raise InputError(
-                f"checkpoint {where} was trained for a different genotype than "
-                f"{self.run.path / 'genotype.json'}"
-            )
+        check_checkpoint(state, self.genotype, self.run)
         try:
             self.net.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -116,8 +122,12 @@ class Retrainer:
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             first = first_line(e)
             raise InputError(f"checkpoint {where} does not match this network: {first}") from None
-        self.run.truncate_logs({LOG: state["log_lines"].get(LOG, 0)})
-        self.log(f"resuming {self.run.path} at epoch {self.epoch + 1}/{self.cfg.epochs}")
+        self.run.reconcile(state)
+        if self.epoch >= self.cfg.epochs:
+            self.log(f"resuming {self.run.path}: all {self.cfg.epochs} epochs trained; "
+                     "evaluating and writing the report")
+        else:
+            self.log(f"resuming {self.run.path} at epoch {self.epoch + 1}/{self.cfg.epochs}")
 
     # ------------------------------------------------------------------ running
 
@@ -129,6 +139,10 @@ class Retrainer:
         """
         started = time.perf_counter()
         done = 0
+        if self.epoch == 0 and not self.run.has_checkpoint():
+            # a checkpoint before the first epoch: a kill during it resumes exactly, and
+            # logs without any checkpoint can only mean a lost file (RunDir.reconcile)
+            self.run.save_checkpoint(self._state())
         while self.epoch < self.cfg.epochs:
             if stop_after is not None and done >= stop_after:
                 return None

@@ -143,12 +143,22 @@ def default_preset(dataset: str) -> str:
     return "small" if dataset == "digits" else "paper"
 
 
+STRATEGY_NAMES = {"darts": "DARTS", "pdarts": "P-DARTS"}
+
+
 def validate_config(cfg: SearchConfig) -> None:
     """Reject impossible settings with one-line errors before any work starts."""
     if cfg.strategy not in {"darts", "pdarts"}:
         raise InputError(f"unknown search strategy {cfg.strategy!r}; known: darts, pdarts")
     if cfg.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.epochs <= cfg.arch_start_epoch:
+        stage = " of each stage" if cfg.strategy == "pdarts" else ""
+        raise InputError(
+            f"--epochs {cfg.epochs} leaves no epoch for the architecture to train: "
+            f"{STRATEGY_NAMES.get(cfg.strategy, cfg.strategy)} ({cfg.preset} preset) trains "
+            f"only the weights for the first {cfg.arch_start_epoch} epochs{stage}; use --epochs "
+            f"{cfg.arch_start_epoch + 1} or more")
     if cfg.space == "darts" and cfg.layers < 3:
         raise InputError(f"--layers must be at least 3 (two reduction cells), got {cfg.layers}")
     if cfg.layers < 1:

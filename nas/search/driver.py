@@ -137,8 +137,10 @@ class Search:
             "stage_genotypes": self.stage_genotypes,
         }
 
-    def restore(self) -> None:
-        state = self.run.load_checkpoint()
+    def restore(self, state: dict[str, Any] | None = None) -> None:
+        """Continue from the checkpoint (`state`, when the caller already loaded it)."""
+        if state is None:
+            state = self.run.load_checkpoint()
         try:
             self.stage = int(state["stage"])
             self.epoch = int(state["epoch"])
@@ -156,8 +158,12 @@ class Search:
             raise InputError(
                 f"checkpoint {self.run.path} does not match this search: {first}"
             ) from None
-        self.run.truncate_logs(state["log_lines"])
-        self.log(f"resuming {self.run.path} at stage {self.stage + 1}, epoch {self.epoch + 1}")
+        self.run.reconcile(state)
+        if self.stage >= self.cfg.num_stages - 1 and self.epoch >= self.cfg.epochs:
+            self.log(f"resuming {self.run.path}: all epochs trained; deriving the genotype")
+        else:
+            self.log(f"resuming {self.run.path} at stage {self.stage + 1}, epoch "
+                     f"{self.epoch + 1}/{self.cfg.epochs}")
 
     # ------------------------------------------------------------------ running
 
@@ -167,6 +173,9 @@ class Search:
         if self.model is None:
             torch.manual_seed(cfg.seed)
             self._build_stage()
+            # a checkpoint before the first epoch: a kill during it resumes exactly, and
+            # logs without any checkpoint can only mean a lost file (RunDir.reconcile)
+            self.run.save_checkpoint(self._state())
         while self.stage < cfg.num_stages:
             while self.epoch < cfg.epochs:
                 self._run_epoch()
@@ -316,8 +325,9 @@ def run_search(
     log: Log = print,
     data: DatasetSplits | None = None,
     probe: Probe | None = None,
+    state: dict[str, Any] | None = None,
 ) -> SearchResult:
     search = Search(cfg, run, terms, log, data=data, probe=probe)
     if resume:
-        search.restore()
+        search.restore(state)
     return search.run_all()
