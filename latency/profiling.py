@@ -93,11 +93,11 @@ def _deployed(genotype: Genotype, profile: HardwareProfile) -> tuple[Any, tuple[
     return deployed_network(genotype, profile)
 
 
-def _row(k: int, space: DartsSpace, genotype: Any, profile: HardwareProfile,
+def _row(k: int, seed: int, space: DartsSpace, genotype: Any, profile: HardwareProfile,
          latency_ms: float, extra: dict[str, Any]) -> dict[str, Any]:
     m = profile.measurement
     return {
-        "id": k, "space": space.name, "arch": arch_field(space, genotype),
+        "id": k, "seed": seed, "space": space.name, "arch": arch_field(space, genotype),
         "latency_ms": float(latency_ms), "hardware": profile.name,
         "source": "simulated" if profile.simulated else "measured",
         "backend": m.get("backend", "roofline-model") if not profile.simulated
@@ -121,12 +121,11 @@ def profile_hardware(
     """Profile `samples` architectures (this shard's part of them) into `out`."""
     if profile.source == "imported":
         raise InputError(f"profile {profile.name!r} holds imported data; it cannot be profiled")
-    writer = SampleWriter(out)
-    if writer.spaces - {space.name}:  # ids would collide: resuming would skip them all
-        raise InputError(f"{out} holds {', '.join(sorted(writer.spaces))} samples; profile "
-                         f"the {space.name} space into another file (--out)")
+    # a file of another profile or space is refused: ids would collide and resuming would
+    # skip them, or one device's latencies would train another's predictor
+    writer = SampleWriter(out, expect={"hardware": profile.name, "space": space.name})
     ids = shard_ids(samples, *shard)
-    todo = [k for k in ids if k not in writer.ids]
+    todo = [k for k in ids if (seed, k) not in writer.keys]
     summary = ProfileSummary(profile.name, profile.label, str(out), len(ids), len(ids) - len(todo))
     if summary.already:
         log(f"resuming: {summary.already} of {len(ids)} samples already in {out}")
@@ -151,7 +150,7 @@ def profile_hardware(
             if results and "reference_ms" in results[0][1]:
                 summary.references_ms.append(float(results[0][1]["reference_ms"]))
             for k, g, (lat, extra) in zip(chunk, genotypes, results, strict=True):
-                writer.append(_row(k, space, g, profile, lat, extra))
+                writer.append(_row(k, seed, space, g, profile, lat, extra))
                 summary.written += 1
                 summary.noisy += int(bool(extra.get("noisy")))
                 summary.latencies_ms.append(lat)

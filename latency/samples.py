@@ -3,8 +3,12 @@
 Why JSON lines: an append is one `write` of one line followed by fsync, so a profiling
 run killed at any moment loses at most the line being written; on the next start that
 torn line is cut off and profiling resumes after the last complete sample. Rows carry
-their sample `id` (position in the seeded sampling sequence), so resuming skips exactly
-the ids already present and shards of the sequence merge without duplicates.
+their sample `id` (position in the seeded sampling sequence) and the `seed` of that
+sequence, so resuming skips exactly the samples already present, shards merge without
+duplicates, and runs with different seeds merge without shadowing each other. Rows also
+name their `hardware` and `space`, and a file of one profile refuses rows of another.
+Only a torn tail (an unfinished JSON object after the last newline) is ever cut; a file
+that is not a sample file is refused, never truncated.
 """
 
 from __future__ import annotations
@@ -53,33 +57,46 @@ def validate_row(row: Any, where: str) -> dict[str, Any]:
     return row
 
 
+def _torn(tail: bytes) -> bool:
+    """Whether bytes after the last newline are what a kill during an append leaves: the
+    start of a JSON object that never got its newline. Anything else is not ours."""
+    text = tail.strip()
+    if not text:
+        return True
+    if not text.startswith(b"{"):
+        return False
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return True  # cut short
+    return False  # a whole JSON value without a newline: no append of ours writes that
+
+
 def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Valid rows and the byte length of the complete-line prefix of the file."""
+    """Valid rows and the byte length of the complete-line prefix of the file.
+
+    Every complete line must be a valid row; only a torn tail (`_torn`) may follow them.
+    A file that is something else (a CSV, a config, notes) is refused, never truncated.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return [], 0
     except OSError as e:
         raise SampleError(f"cannot read {path}: {e.strerror or e}") from None
-    rows, good_end, pos = [], 0, 0
-    lines = data.split(b"\n")
-    for n, raw in enumerate(lines, start=1):
-        end = pos + len(raw) + 1
-        last = n == len(lines)
-        if raw.strip():
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError:
-                if last or (n == len(lines) - 1 and not lines[-1]):
-                    break  # torn final line of a killed run: ignored, repaired on append
-                raise SampleError(f"{path}:{n}: not a JSON line") from None
-            if last:
-                break  # no newline yet: the write was cut short
-            rows.append(validate_row(row, f"{path}:{n}"))
-        pos = end
-        if not last:
-            good_end = pos
-    return rows, good_end
+    *complete, tail = data.split(b"\n")
+    rows = []
+    for n, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SampleError(f"{path}:{n}: not a JSON line; is it a sample file?") from None
+        rows.append(validate_row(row, f"{path}:{n}"))
+    if not _torn(tail):
+        raise SampleError(f"{path}:{len(complete) + 1}: not a JSON line; is it a sample file?")
+    return rows, len(data) - len(tail)
 
 
 def load_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -90,30 +107,52 @@ def load_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return _read_lines(p)[0]
 
 
-class SampleWriter:
-    """Appends rows to a sample file, one fsync'd line at a time."""
+def sample_key(row: dict[str, Any]) -> tuple[int, int]:
+    """(seed, id): which architecture of which seeded sequence a row measured. Rows written
+    before seeds were recorded count as seed 0, the default."""
+    return int(row.get("seed", 0)), int(row["id"])
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class SampleWriter:
+    """Appends rows to a sample file, one fsync'd line at a time.
+
+    `expect` ({"hardware": ..., "space": ...}) names what the file is for: an existing
+    file holding rows of another profile or space is refused before anything is written,
+    so one device's latencies never end up in another's training data.
+    """
+
+    def __init__(self, path: str | os.PathLike[str],
+                 expect: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_file():
+            raise SampleError(f"{self.path} is not a file")
         rows, good_end = _read_lines(self.path)
+        for key, want in (expect or {}).items():
+            found = sorted({str(r.get(key)) for r in rows} - {str(want)})
+            if found:
+                raise SampleError(
+                    f"{self.path} holds samples of {key} {', '.join(found)}, not {want}; "
+                    "write them to another file (--out)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size != good_end:
             with open(self.path, "r+b") as f:  # cut a torn line left by a killed run
                 f.truncate(good_end)
-        self.ids = {r["id"] for r in rows}
+        self.keys = {sample_key(r) for r in rows}
         self.spaces = {r["space"] for r in rows}
         self.count = len(rows)
 
     def append(self, row: dict[str, Any]) -> None:
         row = validate_row(dict(row), str(self.path))
-        if row["id"] in self.ids:
-            raise SampleError(f"{self.path}: sample id {row['id']} is already present")
+        key = sample_key(row)
+        if key in self.keys:
+            raise SampleError(f"{self.path}: sample id {row['id']} (seed {key[0]}) is already "
+                              "present")
         line = (json.dumps(row, sort_keys=True) + "\n").encode()
         with open(self.path, "ab") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
-        self.ids.add(row["id"])
+        self.keys.add(key)
         self.count += 1
 
 
@@ -135,19 +174,37 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i - 1, n
 
 
-def merge_samples(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> int:
-    """Union of shard files ordered by id; refuses files of different spaces or hardware."""
-    rows: dict[int, dict[str, Any]] = {}
+def merge_samples(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+                  ) -> tuple[int, int]:
+    """Every distinct measurement of the files, ordered by (seed, id), into a new file.
+
+    Rows are the same sample when their (seed, id) match: shards of one sequence never
+    collide, runs with different seeds never shadow each other. Identical rows (a shard
+    merged twice) are kept once; two different measurements of the same sample are both
+    kept. Refuses files of different spaces or hardware, and an `out` that exists.
+    Returns (rows written, identical rows dropped).
+    """
+    target = Path(out)
+    if target.exists():
+        raise SampleError(f"--out {target} already exists; merge writes a new file")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     keys: set[tuple[str, str]] = set()
+    total = 0
     for p in paths:
         for r in load_samples(p):
+            total += 1
             keys.add((r["space"], r["hardware"]))
-            rows.setdefault(r["id"], r)
+            text = json.dumps(r, sort_keys=True)
+            if text not in seen:
+                seen.add(text)
+                rows.append(r)
     if len(keys) > 1:
         raise SampleError(f"cannot merge samples of different spaces/hardware: {sorted(keys)}")
-    text = "".join(json.dumps(rows[i], sort_keys=True) + "\n" for i in sorted(rows))
-    atomic_write_bytes(out, text.encode())
-    return len(rows)
+    rows.sort(key=sample_key)  # stable: repeated measurements keep their file order
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    atomic_write_bytes(target, text.encode())
+    return len(rows), total - len(rows)
 
 
 def arch_field(space: Any, arch: Any) -> Any:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from latency.hardware import load_profile
+from latency.hardware import load_profile, profile_names
 from latency.measure import TimingConfig
 from latency.profiling import profile_hardware, sample_genotype
 from latency.samples import load_samples, merge_samples
@@ -71,7 +71,7 @@ def test_shards_profile_disjoint_ids_that_merge_to_the_whole(tmp_path) -> None:
         profile_hardware(p100, SPACE, f, samples=4, shard=(i, 2), log=quiet)
         files.append(f)
     assert [r["id"] for r in load_samples(files[1])] == [1, 3]
-    assert merge_samples(files, tmp_path / "all.jsonl") == 4
+    assert merge_samples(files, tmp_path / "all.jsonl") == (4, 0)
 
 
 def test_cli_profile_json_and_errors(tmp_path, capsys) -> None:
@@ -167,6 +167,8 @@ def test_import_csv_errors_name_the_row(tmp_path, tmp_profiles, capsys, rows, co
     err = capsys.readouterr().err
     assert code == 2 and needle in err and err.count("\n") == 1
     assert not (tmp_path / "o.jsonl").exists()
+    # a failed import leaves no profile behind to show up in every list of profiles
+    assert not (tmp_profiles / "g.yaml").exists() and "g" not in profile_names()
 
 
 def test_predictor_train_on_imported_nb201_adds_equivalent_cells(tmp_path, tmp_profiles,

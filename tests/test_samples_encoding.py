@@ -106,7 +106,7 @@ def test_append_and_resume_after_a_torn_line(tmp_path) -> None:
         f.write(b'{"id": 2, "latency_')
     assert [r["id"] for r in load_samples(path)] == [0, 1]
     w2 = SampleWriter(path)  # resume: the torn line is cut, ids 0 and 1 are done
-    assert w2.ids == {0, 1}
+    assert w2.keys == {(0, 0), (0, 1)}
     w2.append(row(2, 3.0))
     assert [r["latency_ms"] for r in load_samples(path)] == [1.0, 2.0, 3.0]
     with pytest.raises(SampleError, match="already present"):
@@ -142,10 +142,65 @@ def test_shards_partition_ids_and_merge(tmp_path) -> None:
         for k in ids:
             w.append(row(k, float(k + 1)))
         files.append(tmp_path / f"s{i}.jsonl")
-    n = merge_samples(files, tmp_path / "all.jsonl")
-    assert n == 10
+    assert merge_samples(files, tmp_path / "all.jsonl") == (10, 0)
     assert [r["id"] for r in load_samples(tmp_path / "all.jsonl")] == list(range(10))
     other = tmp_path / "other.jsonl"
     SampleWriter(other).append(row(99, hardware="p100"))
     with pytest.raises(SampleError, match="different"):
         merge_samples([files[0], other], tmp_path / "x.jsonl")
+
+
+def test_merge_keeps_every_distinct_measurement(tmp_path) -> None:
+    """Two runs with different seeds reuse ids 0..4: both survive the merge; a file merged
+    twice adds nothing; a second measurement of the same sample is kept beside the first."""
+    a, b, again = tmp_path / "seed0.jsonl", tmp_path / "seed7.jsonl", tmp_path / "again.jsonl"
+    for path, seed in ((a, 0), (b, 7)):
+        w = SampleWriter(path)
+        for k in range(5):
+            w.append(row(k, 1.0 + k + seed, seed=seed))
+    SampleWriter(again).append(row(3, 99.0, seed=7))
+    n, dropped = merge_samples([a, b, a, again], tmp_path / "all.jsonl")
+    assert (n, dropped) == (11, 5)
+    merged = load_samples(tmp_path / "all.jsonl")
+    assert [(r["seed"], r["id"]) for r in merged][:6] == [(0, 0), (0, 1), (0, 2), (0, 3),
+                                                          (0, 4), (7, 0)]
+    assert [r["latency_ms"] for r in merged if (r["seed"], r["id"]) == (7, 3)] == [11.0, 99.0]
+
+
+def test_merge_never_overwrites_its_out(tmp_path) -> None:
+    src = tmp_path / "s.jsonl"
+    SampleWriter(src).append(row(0))
+    out = tmp_path / "notes.txt"
+    out.write_text("my notes\n")
+    with pytest.raises(SampleError, match="already exists"):
+        merge_samples([src], out)
+    assert out.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("content", [b"my notes\n", b"hello", b'{"a": 1}', b"a,b\n1,2\n",
+                                     b'{"a": 1}\n'])
+def test_a_file_that_is_not_a_sample_file_is_refused_not_truncated(tmp_path, content) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(SampleError):
+        SampleWriter(path)
+    assert path.read_bytes() == content
+
+
+def test_a_torn_first_row_is_cut(tmp_path) -> None:
+    """A kill during the very first append leaves only an unfinished object."""
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(json.dumps(row(0), sort_keys=True).encode()[:40])
+    w = SampleWriter(path)
+    assert w.count == 0 and path.read_bytes() == b""
+
+
+def test_a_file_of_another_profile_or_space_is_refused(tmp_path) -> None:
+    path = tmp_path / "cpu.jsonl"
+    SampleWriter(path).append(row(0))
+    before = path.read_bytes()
+    with pytest.raises(SampleError, match="hardware cpu, not p100"):
+        SampleWriter(path, expect={"hardware": "p100", "space": "darts"})
+    with pytest.raises(SampleError, match="space darts, not nb201"):
+        SampleWriter(path, expect={"hardware": "cpu", "space": "nb201"})
+    assert path.read_bytes() == before

@@ -7,7 +7,11 @@ import json
 from pathlib import Path
 
 from latency.hardware import load_profile, profile_names
-from latency.predictor.locate import default_predictor_path, default_samples_path
+from latency.predictor.locate import (
+    PREDICTOR_FILE,
+    default_predictor_path,
+    default_samples_path,
+)
 from latency.predictor.train import evaluate_predictor, train_predictor
 from latency.samples import load_samples
 from search_spaces.errors import InputError
@@ -21,7 +25,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own)")
     p.add_argument("--out", help="predictor directory (default <name>.predictor, or "
-                   "<name>.nb201.predictor for nb201 samples, in ~/.hw-nas/hardware_profiles)")
+                   "<name>.nb201.predictor for nb201 samples, in ~/.hw-nas/hardware_profiles); "
+                   "must not exist or be empty")
+    p.add_argument("--force", action="store_true",
+                   help="train: replace the predictor already at --out (or the default place)")
     p.add_argument("--predictor", help="predictor directory (eval)")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="share of samples held out for the report (default 0.2)")
@@ -29,9 +36,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train on this many random samples, hold out all the others")
     p.add_argument("--min-latency", type=float, metavar="MS",
                    help="drop samples below MS from training and evaluation (counted)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the held-out split and of the models (default 0)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(run=run)
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse to write a predictor over anything the user has, unless --force names a
+    predictor to replace; runs before any training."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a predictor directory; choose another "
+                         "--out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / PREDICTOR_FILE).is_file():
+        raise InputError(f"--out {out} is a directory that holds other files; choose another "
+                         "--out")
+    if not force:
+        raise InputError(f"{out} already holds a predictor; add --force to replace it, or "
+                         "choose another --out")
 
 
 def _rows(files: list[str]) -> list[dict]:
@@ -60,10 +84,17 @@ def run(args: argparse.Namespace) -> int:
     files = args.samples or [str(default_samples_path(profile.name))]
     if not 0.0 < args.test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if args.out:
+        check_out(Path(args.out), args.force)  # before the samples are even read
     rows = _rows(files)
+    foreign = sorted({str(r["hardware"]) for r in rows} - {profile.name})
+    if foreign:
+        raise InputError(f"{', '.join(files)} hold(s) samples of {', '.join(foreign)}; "
+                         f"--hardware {profile.name} trains on {profile.name} samples only")
     space = rows[0]["space"] if rows else "darts"
     out = Path(args.out) if args.out else default_predictor_path(profile.name, space,
                                                                  for_writing=True)
+    check_out(out, args.force)
     summary = train_predictor(rows, out, profile.name, ", ".join(files),
                               test_fraction=args.test_fraction, seed=args.seed,
                               train_size=args.train_size, min_latency_ms=args.min_latency)

@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "merge":
         if not args.files or not args.out:
             raise InputError("nas profile merge needs shard files and --out")
-        n = merge_samples(args.files, args.out)
-        print(json.dumps({"merged": n, "out": args.out}) if args.json
-              else f"merged {n} samples into {args.out}")
+        n, dropped = merge_samples(args.files, args.out)
+        print(json.dumps({"merged": n, "identical_rows_dropped": dropped, "out": args.out})
+              if args.json else f"merged {n} samples into {args.out}"
+              + (f" ({dropped} identical rows kept once)" if dropped else ""))
         return 0
     if args.action == "import":
         return _import(args)
@@ -95,15 +96,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from latency.importing import ensure_imported_profile, import_csv
+    from latency.importing import import_csv
     from search_spaces.errors import InputError
 
     if len(args.files) != 1 or not args.hardware or not args.latency_column or not args.out:
         raise InputError("nas profile import needs one CSV file, --hardware, "
                          "--latency-column and --out")
-    ensure_imported_profile(args.hardware, args.kind, args.device or args.hardware, args.space)
     n = import_csv(args.files[0], args.space, args.arch_column, args.latency_column,
-                   args.hardware, args.out)
+                   args.hardware, args.out, kind=args.kind, device=args.device)
     print(json.dumps({"imported": n, "out": args.out, "hardware": args.hardware}) if args.json
           else f"imported {n} samples ({args.space}, {args.latency_column}) into {args.out}")
     return 0
