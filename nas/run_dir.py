@@ -63,10 +63,14 @@ class RunDir:
         return cls(p)
 
     def config(self) -> dict[str, Any]:
+        p = self.path / CONFIG
         try:
-            return json.loads((self.path / CONFIG).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read {self.path / CONFIG}: {e}") from None
+            config = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"cannot read {p}: {first_line(e)}") from None
+        if not isinstance(config, dict):
+            raise InputError(f"{p} is not a run configuration (not a JSON object)")
+        return config
 
     # ---------------------------------------------------------------- logs
 

@@ -8,6 +8,7 @@ code 2, never a traceback; an interrupted long job tells how to resume it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -84,7 +85,10 @@ def _set_threads(n: int) -> None:
 
 
 def _default_threads() -> None:
-    """Never more threads than there are cores free for them (nas/threads.py)."""
+    """Never more threads than there are cores free for them (nas/threads.py); a thread
+    count the user gave torch through OMP_NUM_THREADS is theirs to keep."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
     from nas.threads import choose_threads
 
     _set_threads(choose_threads().threads)

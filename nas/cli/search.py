@@ -20,7 +20,7 @@ from nas.search.config import (
     preset_config,
     validate_config,
 )
-from nas.search.driver import SearchResult, load_search_data, run_search
+from nas.search.driver import Search, SearchResult, load_search_data
 from nas.threads import threads_now
 from search_spaces.errors import InputError
 
@@ -242,14 +242,16 @@ def run(args: argparse.Namespace) -> int:
         run_dir = RunDir.create(out, config)
         resume, state = False, None
     args.resume_hint = f"nas search --resume {run_dir.path}"
+    search = Search(cfg, run_dir, terms, log=_stderr, data=data, probe=probe)
+    if resume:
+        search.restore(state)  # a checkpoint that does not fit fails before the headline
     _stderr(
         f"{cfg.strategy.upper()} search on {cfg.dataset} ({cfg.preset} preset: "
         f"{_cells(cfg)}, {cfg.init_channels} channels, {cfg.epochs} epochs"
         f"{' per stage' if cfg.num_stages > 1 else ''}; {threads_now()} thread(s)) -> "
         f"{run_dir.path}"
     )
-    result = run_search(cfg, run_dir, terms=terms, resume=resume, log=_stderr, data=data,
-                        probe=probe, state=state)
+    result = search.run_all()
     measured = measure_derived(cfg, result)
     if measured:
         result.summary.setdefault("latency", {}).update(measured)
