@@ -383,3 +383,239 @@ def test_report_on_a_real_search_run(tmp_path, capsys) -> None:
     for f in data["files"]:
         _check_png(Path(f))
     assert _digests(run) == before
+
+
+# ------------------------------------------------------------------ what the pictures show
+
+
+def _near_uniform_records(epochs: int = 3) -> list[dict]:
+    """A short run's weights: 8 ops, every weight within 0.11..0.15 of uniform 1/8; op 0
+    sits at 0.12 and op 1 at 0.14 on every edge and epoch."""
+    ops = list(DARTS_PRIMITIVES)
+    rest = (1.0 - 0.12 - 0.14) / 6
+    probs = [0.12, 0.14] + [rest] * 6
+    return [{"stage": 0, "epoch": e, "edge_ops": {"normal": [ops] * 14},
+             "weights": {"normal": [probs] * 14}} for e in range(epochs)]
+
+
+def _images(fig) -> list:
+    return [im for ax in fig.axes for im in ax.images]
+
+
+def _colour_distance(a, b) -> float:
+    return float(np.linalg.norm(np.asarray(a[:3]) - np.asarray(b[:3])))
+
+
+@pytest.mark.parametrize("which", ["over_epochs", "final"])
+def test_heat_map_colours_follow_a_near_uniform_run(which: str) -> None:
+    from matplotlib.colors import LogNorm
+
+    from nas.report.arch_heatmaps import draw_alpha_final, draw_alpha_over_epochs
+    from nas.report.plotting import plt
+
+    records = _near_uniform_records()
+    fig = (draw_alpha_over_epochs(records, "normal", "darts", "normal cell")
+           if which == "over_epochs" else draw_alpha_final(records, ["normal"], "darts", "t"))
+    try:
+        images = _images(fig)
+        assert images
+        for im in images:
+            norm = im.norm
+            # the scale spans the data's own spread around uniform, not 0..1
+            assert isinstance(norm, LogNorm)
+            assert norm.vmin == pytest.approx(1 / norm.vmax)
+            assert norm.vmax < 1.5
+            assert norm(1.0) == pytest.approx(0.5)  # uniform is the centre colour
+            # 0.12 and 0.14 (x K = 0.96 and 1.12) get clearly different colours, on
+            # opposite sides of the centre
+            low, high = im.to_rgba(np.array([0.12 * 8, 0.14 * 8]))
+            assert _colour_distance(low, high) > 0.5
+            assert norm(0.12 * 8) < 0.4 and norm(0.14 * 8) > 0.9
+            # and what is drawn in the cells is exactly those values
+            data = np.ma.getdata(im.get_array())
+            assert np.isclose(data, 0.96).any() and np.isclose(data, 1.12).any()
+        # the colour bar says what the colour means
+        labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+        assert any("softmax weight × K" in t and "uniform" in t and "log scale" in t
+                   for t in labels), labels
+    finally:
+        plt.close(fig)
+
+
+def test_colour_scale_of_a_long_run_reaches_zero_and_one() -> None:
+    """Weights gone to 0 and 1: the scale spans 1/K..K, an op with weight exactly 0 is
+    clipped to the lowest colour, not masked (masked means pruned)."""
+    from nas.report.arch_heatmaps import draw_alpha_over_epochs, ratio_scale, ratio_ticks
+    from nas.report.plotting import plt
+
+    ops = list(DARTS_PRIMITIVES)
+    records = [{"edge_ops": {"normal": [ops] * 14},
+                "weights": {"normal": [[1.0] + [0.0] * 7] * 14}}]
+    r, extend = ratio_scale(np.array([8.0, 0.0, 0.5]), 8)
+    assert r == pytest.approx(8.0) and extend == "min"
+    assert ratio_scale(np.array([0.96, 1.12]), 8) == (pytest.approx(1.12), "neither")
+    assert ratio_scale(np.full(3, 1.0), 8)[0] > 1.0  # all uniform: still a valid scale
+    ticks = ratio_ticks(8.0)
+    assert 1.0 in ticks and ticks == sorted(ticks) and ticks[-1] == 8.0
+    assert ticks == pytest.approx([1 / t for t in reversed(ticks)])
+    fig = draw_alpha_over_epochs(records, "normal", "darts", "normal cell")
+    try:
+        for im in _images(fig):
+            assert not np.ma.getmaskarray(im.get_array()).any()
+            assert im.norm.vmax == pytest.approx(8.0)
+            top, bottom = im.to_rgba(np.array([8.0, 1e-6]))
+            assert _colour_distance(top, bottom) > 0.5
+    finally:
+        plt.close(fig)
+
+
+def test_pruned_ops_are_masked_and_grey(tmp_path) -> None:
+    from matplotlib.colors import to_rgba
+
+    from nas.report.arch_heatmaps import draw_alpha_final, draw_alpha_over_epochs
+    from nas.report.plotting import PRUNED_GREY, plt
+
+    _, arch = make_pdarts_run(tmp_path)
+    _, mats = weight_matrix(arch, "normal")
+    fig = draw_alpha_over_epochs(arch, "normal", "darts", "normal cell")
+    final = draw_alpha_final(arch, ["normal", "reduce"], "darts", "t")
+    try:
+        images = _images(fig)
+        assert len(images) == 14
+        for e, im in enumerate(images):
+            # one image per edge, ops x epochs, masked exactly where the op was pruned
+            assert np.array_equal(np.ma.getmaskarray(im.get_array()), np.isnan(mats[:, e, :].T))
+        im = _images(final)[0]
+        assert np.array_equal(np.ma.getmaskarray(im.get_array()), np.isnan(mats[-1]))
+        for im in images + _images(final):
+            bad = im.cmap.get_bad()
+            assert tuple(bad) == pytest.approx(to_rgba(PRUNED_GREY))
+            assert bad[0] == bad[1] == bad[2] and bad[3] == 1.0  # a neutral, opaque grey
+            # grey is not the colour of "uniform" (the centre of the map)
+            assert _colour_distance(bad, im.cmap(0.5)) > 0.3
+        assert "grey" in final.get_suptitle()
+    finally:
+        plt.close(fig)
+        plt.close(final)
+
+
+# ------------------------------------------------------------------ nothing hidden or cut
+
+
+def _figures(run: Path) -> list:
+    from nas.report.build import plan_report
+
+    # alpha_reduce is drawn exactly like alpha_normal: leave it out to keep this fast
+    return [(name, make()) for name, make in plan_report(load_run(run), lambda msg: None)
+            if name != "alpha_reduce.png"]
+
+
+def _area(a, b) -> float:
+    from matplotlib.transforms import Bbox
+
+    inter = Bbox.intersection(a, b)
+    return 0.0 if inter is None else max(inter.width, 0.0) * max(inter.height, 0.0)
+
+
+def _inside(inner, outer, tol: float = 1.0) -> bool:
+    return (inner.x0 >= outer.x0 - tol and inner.y0 >= outer.y0 - tol
+            and inner.x1 <= outer.x1 + tol and inner.y1 <= outer.y1 + tol)
+
+
+def _texts(fig) -> list:
+    """Every visible, non-empty text of `fig` except tick labels (those of ticks outside
+    the view limits keep stale positions and are not drawn)."""
+    from matplotlib.text import Text
+
+    ticks = {id(t) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+             for t in (tick.label1, tick.label2)}
+    return [t for t in fig.findobj(Text)
+            if id(t) not in ticks and t.get_visible() and t.get_text().strip()]
+
+
+LONG_NAME = "2024-05-01T12-00-00-retrain-DARTS_V2-raspi4-with-a-very-long-run-directory-name"
+
+
+def _all_runs(root: Path) -> list[Path]:
+    runs = [make_darts_run(root), make_pdarts_run(root)[0], make_nb201_run(root)]
+    retrain = make_retrain_run(root)
+    # a long name and a long summary line: the title must wrap, not run off the figure
+    report = json.loads((retrain / "report.json").read_text())
+    report["measured_latency"]["onnxruntime"] = {"ms": 0.186, "how": "median"}
+    (retrain / "report.json").write_text(json.dumps(report))
+    runs.append(retrain.rename(root / LONG_NAME))
+    return runs
+
+
+def test_legends_cover_no_data_and_titles_fit_the_figure(tmp_path) -> None:
+    from nas.report.plotting import plt
+
+    names = set()
+    for run in _all_runs(tmp_path):
+        for name, fig in _figures(run):
+            names.add(name)
+            try:
+                fig.canvas.draw()
+                renderer = fig.canvas.get_renderer()
+                frame = fig.bbox
+                areas = [ax.get_window_extent(renderer) for ax in fig.axes]
+                legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes
+                                               if ax.get_legend() is not None]
+                if name.startswith(("curves", "latency", "cell")):
+                    assert legends, (run.name, name)
+                boxes = [leg.get_window_extent(renderer) for leg in legends]
+                for box in boxes:
+                    assert _inside(box, frame), (run.name, name)
+                    for area in areas:
+                        assert _area(box, area) == 0.0, (run.name, name, "legend over data")
+                for i, a in enumerate(boxes):
+                    for b in boxes[i + 1:]:
+                        assert _area(a, b) == 0.0, (run.name, name, "legends overlap")
+                # the title lies inside the figure, above every axes and legend
+                title = fig._suptitle
+                assert title is not None and title.get_text(), (run.name, name)
+                tbox = title.get_window_extent(renderer)
+                assert _inside(tbox, frame, tol=0.0), (run.name, name, title.get_text())
+                for ax in fig.axes:
+                    assert _area(tbox, ax.get_tightbbox(renderer)) == 0.0, (run.name, name)
+                for box in boxes:
+                    assert _area(tbox, box) == 0.0, (run.name, name)
+                # and no other text (colour bar labels, axes titles, labels) is cut off
+                for text in _texts(fig):
+                    assert _inside(text.get_window_extent(renderer), frame), (
+                        run.name, name, text.get_text())
+            finally:
+                plt.close(fig)
+    assert {"curves.png", "latency.png", "alpha_final.png", "cell_reduce.png"} <= names
+
+
+def test_long_titles_wrap_at_gentle_places_and_fit() -> None:
+    from nas.report.plotting import fit_text, plt
+
+    fig = plt.figure(figsize=(5, 3))
+    try:
+        renderer = fig.canvas.get_renderer()
+        from matplotlib.font_manager import FontProperties
+
+        prop = FontProperties(size=10)
+        limit = 0.96 * 5 * fig.dpi
+        for text in [f"{LONG_NAME} (retrain, space darts, digits)\ntest acc 0.9100; "
+                     "params 0.123M; MACs 7.89M; predicted latency 1.234 ms (p100)",
+                     "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|"
+                     "nor_conv_1x1~1|none~2|", "x" * 300]:
+            wrapped = fit_text(fig, text, 10)
+            lines = wrapped.split("\n")
+            assert len(lines) > text.count("\n") + 1
+            for line in lines:
+                width, _, _ = renderer.get_text_width_height_descent(line, prop, ismath=False)
+                assert width <= limit, line
+            # nothing lost but the spaces at the breaks
+            assert "".join(wrapped.split()) == "".join(text.split())
+        wrapped = fit_text(fig, "a (b, c); test acc 0.91; params 0.1M; MACs 7.9M; "
+                           "predicted latency 1.234 ms (p100); measured latency 2.5 ms", 10)
+        assert all(not line.startswith((";", ",")) for line in wrapped.split("\n"))
+        assert "; " in wrapped or ";\n" in wrapped  # spaces after separators survive
+        assert ";m" not in wrapped and ";p" not in wrapped
+    finally:
+        plt.close(fig)

@@ -4,6 +4,15 @@ P-DARTS prunes ops between stages, so a later stage's edges list fewer ops, in i
 order. `weight_matrix` puts every record onto one op axis (every op name seen, in
 first-seen order) and leaves an op that an edge no longer has as NaN, which the heat
 maps draw in a neutral grey: "pruned" must not look like "weight 0".
+
+Colour is the weight relative to uniform, ``w * K`` with K the ops the edge has in that
+record, on a log scale centred on 1 (`relative_weights`, `ratio_scale`). A fixed 0..1
+scale of raw weights shows nothing of a short run (every weight stays near 1/K, one
+colour everywhere), and raw weights are not comparable across P-DARTS stages, whose
+uniform value moves from 1/8 to 1/5 to 1/3 as ops are pruned. ``w * K`` is 1 for "no
+preference" in every stage; the scale spans the data's own spread around 1, symmetric so
+that the centre colour always means uniform, and at most 1/K..K, the range a long run
+reaches (one op near 1, the others near 0; anything below 1/K is drawn as 1/K).
 """
 
 from __future__ import annotations
@@ -24,6 +33,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 SOURCE = "arch_weights.jsonl"
+#: the narrowest colour scale: 1/RATIO_FLOOR..RATIO_FLOOR, so weights that never move
+#: from uniform show as uniform instead of being stretched over the whole map
+RATIO_FLOOR = 1.02
+#: colour bar label of every weight map: what the colour is, exactly
+RATIO_LABEL = ("softmax weight × K\nK = ops on the edge at that epoch\n"
+               "1 = uniform weight 1/K; log scale")
+#: candidate colour bar ticks above 1 (those below are their reciprocals)
+_NICE = (1.01, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0, 4.0, 5.0, 8.0, 10.0, 16.0, 20.0, 32.0,
+         50.0, 64.0, 100.0)
 
 
 def cell_types(records: Sequence[dict[str, Any]]) -> list[str]:
@@ -100,6 +118,87 @@ def weight_matrix(
     return names, out
 
 
+def relative_weights(mats: np.ndarray) -> np.ndarray:
+    """Each weight times the number of ops its edge has in its record (the finite entries
+    along the last axis): 1 is uniform whatever P-DARTS pruned. NaN stays NaN."""
+    k = np.isfinite(mats).sum(axis=-1, keepdims=True)
+    return mats * k
+
+
+def ops_per_edge(mats: np.ndarray) -> int:
+    """The most ops any edge has in any record (K of the widest edge)."""
+    return int(np.isfinite(mats).sum(axis=-1).max(initial=0))
+
+
+def ratio_scale(rel: np.ndarray, k_max: int) -> tuple[float, str]:
+    """(r, extend): the colour scale 1/r..r for relative weights `rel`, and which ends of
+    the colour bar have values beyond it ("neither", "min", "max" or "both").
+
+    r is the data's largest ratio to uniform either way (so a short run's 0.96 vs 1.12
+    get clearly different colours), between `RATIO_FLOOR` and `k_max`, the most ops of
+    an edge (a softmax weight is at most 1, so w * K <= K; a weight further below
+    uniform than 1/K is clipped to the end of the scale).
+    """
+    finite = rel[np.isfinite(rel)]
+    if not finite.size:
+        return 2.0, "neither"
+    positive = finite[finite > 0]
+    low = float(positive.min()) if positive.size else 0.0
+    spread = max(float(finite.max()), 1.0 / low if low > 0 else math.inf)
+    r = min(max(spread, RATIO_FLOOR), max(k_max, RATIO_FLOOR))
+    below = bool((finite < 1.0 / r * (1 - 1e-9)).any())
+    above = bool((finite > r * (1 + 1e-9)).any())
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
+              (True, True): "both"}[(below, above)]
+    return r, extend
+
+
+def ratio_ticks(r: float) -> list[float]:
+    """Colour bar ticks for the scale 1/r..r: 1 and round ratios spread evenly in log."""
+    gap = math.log(r) / 3.5
+    picks: list[float] = []
+    for t in reversed(_NICE):
+        if t > r * (1 + 1e-9) or math.log(t) < 0.8 * gap:
+            continue
+        if not picks or math.log(picks[-1]) - math.log(t) >= gap:
+            picks.append(t)
+    return [1 / t for t in picks] + [1.0] + picks[::-1]
+
+
+def _ratio_norm(rel: np.ndarray, k_max: int) -> tuple[Any, str]:
+    """(LogNorm for 1/r..r, extend) of relative weights `rel`."""
+    from matplotlib.colors import LogNorm
+
+    r, extend = ratio_scale(rel, k_max)
+    return LogNorm(vmin=1.0 / r, vmax=r, clip=False), extend
+
+
+def _clipped(rel: np.ndarray, lowest: float) -> np.ma.MaskedArray:
+    """`rel` masked where NaN (pruned), with zeros raised to `lowest`: a log scale would
+    otherwise mask a weight that underflowed to 0 too, and draw it as if pruned."""
+    with np.errstate(invalid="ignore"):
+        return np.ma.masked_invalid(np.where(rel <= 0, lowest, rel))  # NaN <= 0 is False
+
+
+def _ratio_colorbar(fig: Figure, image: Any, axes: Any, extend: str, pruned: bool) -> Any:
+    """The colour bar of relative weights, with round ticks and the uniform value marked;
+    its label is wrapped to the figure's height so that no word of it is cut off."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    from nas.report.plotting import fit_text
+
+    norm = image.norm
+    bar = fig.colorbar(image, ax=axes, shrink=0.8, extend=extend)
+    label = RATIO_LABEL + ("\ngrey: op pruned" if pruned else "")
+    bar.set_label(fit_text(fig, label, 8, width=0.7, along="height"), fontsize=8)
+    ticks = ratio_ticks(float(norm.vmax))
+    bar.ax.yaxis.set_major_locator(FixedLocator(ticks))
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    bar.ax.yaxis.set_minor_locator(FixedLocator([]))
+    bar.ax.axhline(1.0, color="black", linewidth=1.0)
+    return bar
+
+
 def edge_endpoints(space: str, num_edges: int) -> list[tuple[int, int]] | None:
     """(source, target) node of each edge, or None if the count fits no known cell."""
     if space == "nb201" and num_edges == len(NB201_EDGES):
@@ -140,12 +239,15 @@ def _grid(space: str, num_edges: int) -> list[list[int]]:
 def draw_alpha_over_epochs(
     records: Sequence[dict[str, Any]], cell: str, space: str, title: str
 ) -> Figure:
-    """One small ops x epochs heat map per edge, on a shared 0..1 colour scale."""
+    """One small ops x epochs heat map per edge, all on one colour scale of the weight
+    relative to uniform (see the module's doc)."""
     from matplotlib.ticker import MaxNLocator
 
-    from nas.report.plotting import plt, weights_cmap
+    from nas.report.plotting import fit_suptitle, plt, weights_cmap
 
     names, mats = weight_matrix(records, cell)
+    rel = relative_weights(mats)
+    norm, extend = _ratio_norm(rel, ops_per_edge(mats))
     axis = epoch_axis(records)
     num_edges = mats.shape[1]
     grid = _grid(space, num_edges)
@@ -167,21 +269,22 @@ def draw_alpha_over_epochs(
                 continue
             e = row[c]
             image = ax.imshow(
-                np.ma.masked_invalid(mats[:, e, :].T), aspect="auto", cmap=cmap, vmin=0.0,
-                vmax=1.0, interpolation="nearest",
+                _clipped(rel[:, e, :].T, norm.vmin), aspect="auto", cmap=cmap, norm=norm,
+                interpolation="nearest",
                 extent=(0.5, epochs + 0.5, len(names) - 0.5, -0.5),
             )
             for b in axis.boundaries:
-                ax.axvline(b, color="white", linewidth=1.2)
+                ax.axvline(b, color="black", linewidth=1.2)
             ax.set_title(_tex_title(titles[e]), fontsize=8)
             ax.set_yticks(range(len(names)))
             ax.set_yticklabels(names if c == 0 else [], fontsize=6)
             ax.tick_params(axis="x", labelsize=6)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="softmax weight")
-    stages = " (white lines: stage boundaries)" if axis.multi_stage else ""
-    fig.suptitle(f"{title}: architecture weights per edge, ops x epoch{stages}", fontsize=10)
+        _ratio_colorbar(fig, image, axes.ravel().tolist(), extend, bool(np.isnan(mats).any()))
+    stages = " (black lines: stage boundaries)" if axis.multi_stage else ""
+    fit_suptitle(fig, f"{title}: architecture weights per edge relative to uniform, ops x "
+                 f"epoch{stages}", fontsize=10)
     fig.supxlabel("epoch", fontsize=9)
     return fig
 
@@ -189,24 +292,29 @@ def draw_alpha_over_epochs(
 def draw_alpha_final(
     records: Sequence[dict[str, Any]], cells: Sequence[str], space: str, title: str
 ) -> Figure:
-    """The last record's weights, edges x ops per cell type, each value written in."""
-    from nas.report.plotting import plt, weights_cmap
+    """The last record's weights, edges x ops per cell type: coloured relative to uniform
+    like the maps over epochs, each softmax weight written in."""
+    from nas.report.plotting import fit_suptitle, plt, weights_cmap
 
     mats = [weight_matrix(records, cell) for cell in cells]
+    finals = [relative_weights(m[-1]) for _, m in mats]
+    pruned = "; grey: pruned" if any(bool(np.isnan(f).any()) for f in finals) else ""
+    norm, extend = _ratio_norm(np.concatenate([f.ravel() for f in finals]),
+                               max(ops_per_edge(m[-1]) for _, m in mats))
     rows = max(m.shape[1] for _, m in mats)
     width = sum(1.6 + 0.62 * len(names) for names, _ in mats) + 1.0
     fig, axes = plt.subplots(1, len(cells), figsize=(width, 1.6 + 0.3 * rows),
                              layout="constrained", squeeze=False)
     cmap = weights_cmap()
     image = None
-    for ax, cell, (names, m) in zip(axes[0], cells, mats, strict=True):
+    for ax, cell, (names, m), rel in zip(axes[0], cells, mats, finals, strict=True):
         final = m[-1]
-        image = ax.imshow(np.ma.masked_invalid(final), cmap=cmap, vmin=0.0, vmax=1.0,
-                          aspect="auto", interpolation="nearest")
+        image = ax.imshow(_clipped(rel, norm.vmin), cmap=cmap, norm=norm, aspect="auto",
+                          interpolation="nearest")
         for (e, k), v in np.ndenumerate(final):
             if np.isfinite(v):
                 ax.text(k, e, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if v < 0.55 else "black")
+                        color=_text_colour(cmap(norm(max(rel[e, k], norm.vmin)))))
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(final.shape[0]))
@@ -214,11 +322,18 @@ def draw_alpha_final(
                            fontsize=7)
         ax.set_title(f"{cell} cell", fontsize=9)
     if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="softmax weight")
+        _ratio_colorbar(fig, image, axes.ravel().tolist(), extend, bool(pruned))
     where = f"epoch {len(records)}"
     axis = epoch_axis(records)
     if axis.multi_stage:
         first, _, _ = axis.stages[-1]
         where = f"stage {len(axis.stages)}, epoch {len(records) - first + 1}"
-    fig.suptitle(f"{title}: final architecture weights ({where}; grey: pruned)", fontsize=10)
+    fit_suptitle(fig, f"{title}: final architecture weights ({where}; numbers: softmax "
+                 f"weight; colour: relative to uniform{pruned})", fontsize=10)
     return fig
+
+
+def _text_colour(rgba: Any) -> str:
+    """Black on light cells, white on dark ones (relative luminance of the cell)."""
+    r, g, b = (float(c) for c in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"

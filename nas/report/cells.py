@@ -312,7 +312,7 @@ def draw_cell(layout: CellLayout, title: str) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle, FancyArrowPatch
 
-    from nas.report.plotting import plt
+    from nas.report.plotting import fit_suptitle, plt
 
     x0, x1, y0, y1 = _extent(layout)
     width = max(6.0, (x1 - x0) * 1.05)
@@ -358,5 +358,6 @@ def draw_cell(layout: CellLayout, title: str) -> Figure:
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8,
                    frameon=False)
-    ax.set_title(title, fontsize=11)
+    # the figure's title, wrapped to its width: an NB201 arch string is one long word
+    fit_suptitle(fig, title, fontsize=11)
     return fig

@@ -94,8 +94,12 @@ def _test_marker(ax: Axes, x: np.ndarray, y: np.ndarray, fallback: Any, what: st
 def draw_curves(
     records: Sequence[dict[str, Any]], kind: str, title: str, final: dict[str, Any] | None = None
 ) -> Figure:
-    """Loss and accuracy panels (and architecture entropy for a search) per epoch."""
-    from nas.report.plotting import plt
+    """Loss and accuracy panels (and architecture entropy for a search) per epoch.
+
+    Each panel's legend sits under its title, above the axes, and the title (with the
+    retrain's summary line) is wrapped to the figure: neither can cover a curve or be cut.
+    """
+    from nas.report.plotting import fit_suptitle, legend_above, plt
 
     final = final or {}
     axis = epoch_axis(records)
@@ -117,12 +121,10 @@ def draw_curves(
         _stages(ax, axis)
         ax.set_xlabel("epoch (all stages)" if axis.multi_stage else "epoch")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")
     loss_ax.set_ylabel("loss")
     acc_ax.set_ylabel("accuracy")
-    loss_ax.set_title(f"loss (train, {held_out})", fontsize=10)
-    acc_ax.set_title(f"accuracy (train, {held_out})", fontsize=10)
+    legend_above(loss_ax, f"loss (train, {held_out})")
+    legend_above(acc_ax, f"accuracy (train, {held_out})")
     if panels == 3:
         ax = axes[0][2]
         for cell, colour in zip(entropy_cells, ("#009E73", "#CC79A7"), strict=False):
@@ -130,11 +132,10 @@ def draw_curves(
         _stages(ax, axis)
         ax.set_xlabel("epoch (all stages)" if axis.multi_stage else "epoch")
         ax.set_ylabel("mean entropy per edge (nats)")
-        ax.set_title("architecture entropy", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        legend_above(ax, "architecture entropy")
     summary = final_summary(final)
-    fig.suptitle(title + (f"\n{summary}" if summary else ""), fontsize=10)
+    fit_suptitle(fig, title + (f"\n{summary}" if summary else ""), fontsize=10)
     return fig
 
 
@@ -179,7 +180,7 @@ def final_summary(final: dict[str, Any]) -> str:
 
 def draw_latency(records: Sequence[dict[str, Any]], title: str) -> Figure:
     """Predicted latency of the soft architecture and of the genotype derived each epoch."""
-    from nas.report.plotting import plt
+    from nas.report.plotting import fit_suptitle, legend_above, plt
 
     axis = epoch_axis(records)
     fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
@@ -192,6 +193,6 @@ def draw_latency(records: Sequence[dict[str, Any]], title: str) -> Figure:
     ax.set_ylabel(f"predicted latency (ms, {label})" if label else "predicted latency (ms)")
     ax.set_xlabel("epoch (all stages)" if axis.multi_stage else "epoch")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"{title}: predicted latency", fontsize=10)
+    legend_above(ax, "predicted latency per epoch")
+    fit_suptitle(fig, title, fontsize=10)
     return fig
