@@ -33,19 +33,27 @@ Design, and why:
   blows rare flags up, which measured worse.
 
 Deterministic for a given `seed` (on one machine and thread count).
+
+Where the time goes: every grid point is trained `selection_repeats` times (12 points x
+3 splits with the defaults), then each member once more, all for `steps` steps: 41 runs
+of 2-4 s on ~7,000 DARTS rows (1,000 samples and their equivalent cells) on a shared
+core, about 105 s. `fit(..., log=callable)` names those phases and shows a progress bar
+(one tick per run) on a terminal; without a `log` it is silent, so library callers and
+tests are not interrupted.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from latency.predictor.features import FeatureLayout, FeatureMap
 from search_spaces.errors import InputError
@@ -139,6 +147,18 @@ def _check_xy(X: Any, y: Any | None, size: int) -> tuple[torch.Tensor, torch.Ten
     return torch.from_numpy(Xa), torch.from_numpy(ya)
 
 
+def _quiet(message: str) -> None:
+    """The default `log`: library callers and tests hear nothing."""
+
+
+def _progress(total: int, desc: str, log: Callable[[str], None] | None) -> tqdm:
+    """A bar on stderr (one tick per training run), shown only to a caller that asked to
+    hear progress (`log`) and only on a terminal; one per phase, so that the phase's log
+    lines are printed between bars, never through one."""
+    return tqdm(total=total, desc=desc, unit="run", leave=False,
+                disable=None if log is not None else True)
+
+
 class LatencyMLP(nn.Module):
     """The ensemble. `fit(X, y)` on encodings and ms; `predict(X) -> (mean_ms, std_ms)`;
     `forward(enc)` is the differentiable latency in units of `scale_ms`."""
@@ -197,11 +217,14 @@ class LatencyMLP(nn.Module):
         return out.mean(dim=0).numpy(), out.std(dim=0, unbiased=False).numpy()
 
     # ------------------------------------------------------------------ training
-    def fit(self, X: Any, y: Any, groups: Any = None) -> LatencyMLP:
+    def fit(self, X: Any, y: Any, groups: Any = None,
+            log: Callable[[str], None] | None = None) -> LatencyMLP:
         """Train every member on encodings `X` (n, D) and latencies `y` (ms).
 
         `groups` (n,) ties rows that are copies of one measurement (`augment.py`):
-        validation splits take or leave a whole group, never part of one."""
+        validation splits take or leave a whole group, never part of one. `log` gets one
+        line per phase, and a progress bar runs on stderr when it is a terminal; neither
+        touches a random generator, so a fit is the same with or without them."""
         cfg = self.config
         Xt, yt = _check_xy(X, y, self.encoding_size)
         assert yt is not None
@@ -230,32 +253,49 @@ class LatencyMLP(nn.Module):
 
         grid = [(w, d, p) for w in values(cfg.weight_decay) for d in values(cfg.huber_delta)
                 for p in values(cfg.encoding_l2)]
+        say = log or _quiet
         if len(grid) == 1:
             wd, delta, pen = grid[0]
         else:
-            scores = [(self._selection_score(x, target, w, d, p), w, d, p)
-                      for w, d, p in grid]
+            repeats = max(1, int(cfg.selection_repeats))
+            say(f"choosing weight decay and loss ({len(grid)} combinations of weight decay, "
+                f"Huber delta and encoding L2) on {repeats} validation splits: "
+                f"{len(grid) * repeats} runs of {cfg.steps} steps on {len(target)} rows")
+            with _progress(len(grid) * repeats, "choosing weight decay and loss", log) as bar:
+                scores = [(self._selection_score(x, target, w, d, p, done=bar.update), w, d, p)
+                          for w, d, p in grid]
             _, wd, delta, pen = min(scores)
+            say(f"chose weight decay {wd:g}, Huber delta {delta:g}, encoding L2 {pen:g}")
         cfg.chosen_weight_decay, cfg.chosen_huber_delta = wd, delta
         cfg.chosen_encoding_l2 = pen
-        for k in range(cfg.members):
-            state, _ = self._train_member(
-                k, x, target, wd, delta, pen, hold_out=not cfg.refit_on_all
-            )
-            self.members[k].load_state_dict(state)
+        say(f"training {cfg.members} ensemble members"
+            f"{' on every training row' if cfg.refit_on_all else ''}")
+        with _progress(cfg.members, "training ensemble members", log) as bar:
+            for k in range(cfg.members):
+                state, _ = self._train_member(
+                    k, x, target, wd, delta, pen, hold_out=not cfg.refit_on_all
+                )
+                self.members[k].load_state_dict(state)
+                bar.update()
         self.fitted = True
         self._groups = None
         self.eval()
         return self
 
     def _selection_score(self, x: torch.Tensor, target: torch.Tensor, wd: float,
-                         delta: float, penalty: float) -> float:
+                         delta: float, penalty: float,
+                         done: Callable[[], Any] | None = None) -> float:
         """Mean validation error over `selection_repeats` differently seeded splits: one
         15 % split of ~1,000 rows picks a grid point by noise about as often as by merit
-        (measured on the NB201 data), and a pick is made once per predictor."""
+        (measured on the NB201 data), and a pick is made once per predictor. `done` is
+        called after each run (progress)."""
         repeats = max(1, int(self.config.selection_repeats))
-        return float(np.mean([self._train_member(r, x, target, wd, delta, penalty)[1]
-                              for r in range(repeats)]))
+        errors = []
+        for r in range(repeats):
+            errors.append(self._train_member(r, x, target, wd, delta, penalty)[1])
+            if done is not None:
+                done()
+        return float(np.mean(errors))
 
     def _split(self, k: int, n: int, hold_out: bool) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.config.seed * 1000 + k)

@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "network here, when the profile is measured on this machine. An .onnx file is timed "
         "with ONNX Runtime on this CPU.",
     )
-    p.add_argument("network", help="published genotype name, genotype file, or .onnx file")
+    p.add_argument("network", help="published genotype name, genotype file (DARTS, or a "
+                   "genotype.json of `nas search --space nb201`), NB201 arch string '|...|', "
+                   "or .onnx file")
     p.add_argument("--hardware", required=True, help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--predictor", help="predictor directory (default: the profile's)")
     p.add_argument("--measure", action="store_true", help="also measure on this machine")
@@ -44,7 +46,7 @@ def _measure(model_or_path: Any, shape: tuple[int, ...], profile: Any,
 def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.hardware)
     result: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
-                              "predicted_ms": None, "measured_ms": None}
+                              "predicted_ms": None, "measured_ms": None, "caution": None}
     if str(args.network).endswith(".onnx"):
         if not Path(args.network).is_file():
             raise InputError(f"ONNX file {args.network} does not exist")
@@ -54,27 +56,32 @@ def run(args: argparse.Namespace) -> int:
         return _print(result, args.json)
 
     from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
+    from latency.predictor.trust import prediction_caution
     from latency.simulate import deployed_network
-    from search_spaces.genotype_library import resolve_genotype
+    from nas.retrain.networks import resolve_arch, space_of
+    from nas.retrain.report import describe_deployed
     from search_spaces.space import get_space
 
-    genotype = resolve_genotype(args.network)
-    space = get_space("darts")
-    genotype.validate(space.op_names)
-    result["network"] = args.network
+    # what `nas retrain --genotype` takes: unknown op names fail here, one line
+    # Any: get_space is typed by DartsSpace, and space_of picks the space whose own cell
+    # type `arch` is, so that space's encode takes it
+    arch: Any = resolve_arch(args.network)
+    space = get_space(space_of(arch))
+    result.update({"network": args.network, "space": space.name,
+                   "refers_to": describe_deployed(profile, space.name)})
     # with --measure a missing default predictor only means no prediction
     find = locate_predictor if args.measure else require_predictor
     path = find(profile.name, space.name, args.predictor)
     if path is not None:
-        mlp, _ = load_for_space(path, space)
-        mean, std = mlp.predict(space.encode(genotype)[None].astype(np.float32))
+        mlp, meta = load_for_space(path, space)
+        mean, std = mlp.predict(space.encode(arch)[None].astype(np.float32))
         result.update({"predicted_ms": float(mean[0]), "predicted_std_ms": float(std[0]),
-                       "predictor": str(path)})
+                       "predictor": str(path), "caution": prediction_caution(meta)})
     if args.measure:
         if profile.source != "measured":
             raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "
                              "this machine, so --measure cannot time it here")
-        model, shape = deployed_network(genotype, profile)
+        model, shape = deployed_network(arch, profile)
         result.update(_measure(model, shape, profile, None))
     return _print(result, args.json)
 
@@ -84,9 +91,13 @@ def _print(r: dict[str, Any], as_json: bool) -> int:
         print(json.dumps(r))
         return 0
     print(f"{r['network']} on {r['hardware']}:")
+    if r.get("refers_to"):
+        print(f"  network:   {r['refers_to']}")
     if r["predicted_ms"] is not None:
         print(f"  predicted: {r['predicted_ms']:.3f} ms +/- {r['predicted_std_ms']:.3f} "
               f"({r['label']}; predictor {r['predictor']})")
+    if r.get("caution"):
+        print(f"  caution:   {r['caution']}")
     if r["measured_ms"] is not None:
         print(f"  measured:  {r['measured_ms']:.3f} ms (spread {100 * r['measured_spread']:.1f}%"
               f"{', NOISY' if r['measured_noisy'] else ''}; {r['measured_with']})")

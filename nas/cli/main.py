@@ -14,7 +14,17 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from nas import __version__
-from nas.cli import info, latency, predictor, profile, report, retrain, search
+from nas.cli import (
+    genotypes,
+    hardware,
+    info,
+    latency,
+    predictor,
+    profile,
+    report,
+    retrain,
+    search,
+)
 from search_spaces.errors import InputError
 
 COMMANDS = {
@@ -25,6 +35,8 @@ COMMANDS = {
     "predictor": predictor,
     "latency": latency,
     "report": report,
+    "hardware": hardware,
+    "genotypes": genotypes,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from latency.hardware import load_profile, profile_names
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     check_out(out, args.force)
     summary = train_predictor(rows, out, profile.name, ", ".join(files),
                               test_fraction=args.test_fraction, seed=args.seed,
-                              train_size=args.train_size, min_latency_ms=args.min_latency)
+                              train_size=args.train_size, min_latency_ms=args.min_latency,
+                              log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(summary))
         return 0

@@ -40,23 +40,28 @@ def describe_deployed(profile: HardwareProfile, space: str = "darts") -> str:
 
 def predicted_latency(genotype: Any, hardware: str,
                       predictor: str | None = None) -> dict[str, Any]:
-    """The profile's predictor on this genotype, or why there is no prediction."""
+    """The profile's predictor on this genotype, or why there is no prediction; `caution`
+    says (one line, or None) when that predictor was trained on too few or too noisy
+    samples to take its figure at face value (`latency.predictor.trust`)."""
     from latency.predictor.locate import how_to_make, load_for_space, locate_predictor
+    from latency.predictor.trust import prediction_caution
     from nas.retrain.networks import space_of
     from search_spaces.space import get_space
 
     profile = load_profile(hardware)
     space = get_space(space_of(genotype))
     out: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
-                           "refers_to": describe_deployed(profile, space.name), "ms": None}
+                           "refers_to": describe_deployed(profile, space.name), "ms": None,
+                           "caution": None}
     path = locate_predictor(profile.name, space.name, predictor)
     if path is None:
         out["note"] = (f"no {space.name} predictor for {profile.name}; "
                        f"{how_to_make(profile.name, space.name)}")
         return out
-    mlp, _ = load_for_space(path, space)
+    mlp, meta = load_for_space(path, space)
     mean, std = mlp.predict(space.encode(genotype)[None].astype(np.float32))
-    out.update({"ms": float(mean[0]), "std_ms": float(std[0]), "predictor": str(path)})
+    out.update({"ms": float(mean[0]), "std_ms": float(std[0]), "predictor": str(path),
+                "caution": prediction_caution(meta)})
     return out
 
 
@@ -114,6 +119,8 @@ def format_report(r: dict[str, Any]) -> str:
                          f"{p['hardware']} ({p['label']}; {p['refers_to']})")
         else:
             lines.append(f"  predicted latency:     none for {p['hardware']}: {p['note']}")
+        if p.get("caution"):
+            lines.append(f"  caution:               {p['caution']}")
     m = r.get("measured_latency") or {}
     for key in ("torch", "onnxruntime"):
         if key in m:
