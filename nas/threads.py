@@ -1,13 +1,16 @@
 """How many CPU threads training may use without fighting other work for cores.
 
 PyTorch's default is one thread per core of the machine. On a shared machine that
-oversubscribes: with one core busy elsewhere, a 2-thread job waits at every parallel
-region for the thread that lost its core, and a small search ran 30x slower than with
-one thread (BENCHMARKS.md, "Shared machine"). So the default is derived from the cores
-this process may use (its CPU affinity and cgroup quota) minus the cores other
-processes keep busy right now (sampled from /proc/stat). The CLI also asks OpenMP to
-wait passively (`OMP_WAIT_POLICY=PASSIVE`, set in `nas.cli` before torch loads), so
-threads that wait sleep instead of spinning on a core someone else needs.
+oversubscribes: with a core busy elsewhere, a 2-thread job waits at every parallel region
+for the thread that lost its core (two small searches at once each ran 5x slower than
+alone). So the default is derived from the cores this process may use (its CPU affinity
+and cgroup quota) minus the cores other processes keep busy right now (sampled from
+/proc/stat).
+
+OpenMP's passive waiting (`OMP_WAIT_POLICY=PASSIVE`) was measured and not adopted: it
+helps when a second job arrives later, but made the README's P-DARTS search 2.2x slower
+on an idle machine, where threads wait at thousands of tiny barriers per step
+(BENCHMARKS.md, "Shared machine"). A policy the user sets is left alone.
 
 The count is chosen once, when a run starts, and recorded with the run: changing it
 mid-run would change float summation order, and a resumed run must be bit-identical
