@@ -50,6 +50,10 @@ def test_info_on_a_nb201_genotype_json_sizes_the_benchmark_network(genotype_json
     assert r["space"] == "nb201" and r["arch"] == CELL
     assert (r["channels"], r["layers"], r["input"]) == (16, 5, [3, 32, 32])
     assert r["params"] == count_parameters(net) and r["macs"] == count_macs(net, (3, 32, 32))
+    # the run directory stands for its genotype.json, as for a DARTS search
+    code, out, err = run_cli(["info", str(genotype_json.parent), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["params"] == r["params"]
     # the arch string itself, and overrides of channels / cells per stage on digits
     code, out, _ = run_cli(["info", CELL, "--dataset", "digits", "--channels", "4",
                             "--layers", "1", "--json"], capsys)

@@ -82,6 +82,10 @@ def test_search_with_latency_weight_logs_predicted_latency(tmp_path, capsys) -> 
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["latency"]["latency_label"] == "simulated"
+    # a predictor trained on 12 samples: the summary says to take its figures with care
+    assert "trained on only" in summary["latency"]["caution"]
+    run_summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert run_summary["latency"]["caution"] == summary["latency"]["caution"]
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["predicted_latency_ms"] > 0 and log[0]["latency_loss"] > 0
 

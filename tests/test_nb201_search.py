@@ -256,7 +256,7 @@ def test_cli_profile_nb201_rows_resume_and_encode(tmp_path, capsys) -> None:
     assert space is NB201_SPACE and X.shape == (3, 48) and (y > 0).all()
     # a file of another space is refused rather than silently skipped by id
     assert main(["profile", "--hardware", "p100", "--samples", "3", "--out", str(out)]) == 2
-    assert "holds nb201 samples" in capsys.readouterr().err
+    assert "holds samples of space nb201, not darts" in capsys.readouterr().err
 
 
 def test_deployed_nb201_network_uses_benchmark_shape_and_profile_input() -> None:

@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "multiply-accumulates of their CIFAR-10 network (36 channels, 20 cells), the "
         "figures `nas info NAME` prints.",
     )
-    p.add_argument("action", choices=["list"])
+    p.add_argument("action", choices=["list"], help="list: the published genotypes")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(run=run)
 

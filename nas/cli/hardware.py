@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "per search space the samples and the trained predictor it has (training samples, "
         "held-out MAPE, and a caution where the predictor is weak).",
     )
-    p.add_argument("action", choices=["list"])
+    p.add_argument("action", choices=["list"],
+                   help="list: every profile, its samples and predictors")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(run=run)
 

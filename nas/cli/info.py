@@ -52,7 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"published name ({', '.join(published_names())}), a JSON / DARTS-literal file, "
         "a genotype.json of `nas search --space nb201`, or an NB201 arch string '|...|'",
     )
-    p.add_argument("--dataset", choices=sorted(NETWORK_SHAPES), default="cifar10")
+    p.add_argument("--dataset", choices=sorted(NETWORK_SHAPES), default="cifar10",
+                   help="the network's input and classes (default cifar10)")
     p.add_argument("--channels", type=int, help="initial channels (default: 36 cifar10, "
                    f"48 imagenet, 16 digits; NB201: {BENCHMARK_CHANNELS})")
     p.add_argument("--layers", type=int, help="cells (default: 20 cifar10, 14 imagenet, "

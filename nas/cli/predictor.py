@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predictor", help="train or evaluate a latency predictor",
                        description="Train the MLP latency predictor (and baselines, for "
                        "comparison) on profiled samples, or score a trained one.")
-    p.add_argument("action", choices=["train", "eval"])
+    p.add_argument("action", choices=["train", "eval"],
+                   help="train: fit on samples and report; eval: score a trained predictor")
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own)")
     p.add_argument("--out", help="predictor directory (default <name>.predictor, or "

@@ -36,9 +36,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="darts (default) or nb201: the space sampled, or imported")
     p.add_argument("--samples", type=int, default=200, help="architectures (default 200)")
     p.add_argument("--out", help="sample file (default <name>.samples.jsonl, or "
-                   "<name>.nb201.samples.jsonl for nb201, in ~/.hw-nas/hardware_profiles)")
+                   "<name>.nb201.samples.jsonl for nb201, in ~/.hw-nas/hardware_profiles); "
+                   "profiling appends to a sample file of the same profile and space (a "
+                   "resume) and refuses any other file; merge and import write a new file")
     p.add_argument("--shard", default="1/1", help="I/N: profile every N-th sample from the I-th")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the sampled architectures; rows record it, and a resume "
+                   "skips the samples of this seed already in --out (default 0)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 

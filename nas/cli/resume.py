@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from nas.run_dir import RunDir
 from search_spaces.errors import InputError
 
 #: config.json key holding the thread count a run was started with
@@ -87,3 +89,17 @@ def resume_threads(args: argparse.Namespace, saved_config: Mapping[str, Any]) ->
         print(f"note: the run was started with {recorded} thread(s); with --threads "
               f"{args.threads} it continues correctly but not bit-identically",
               file=sys.stderr)
+
+
+def record_extension(run_dir: RunDir, kind: str, config: dict[str, Any]) -> None:
+    """Write an --extend's new settings into the run's config.json (`kind`: "search" or
+    "retrain"), with what it was before and when, so the run says how it was trained."""
+    saved = run_dir.config()
+    before = saved[kind]["epochs"]
+    if before == config["epochs"]:
+        return
+    saved[kind] = config
+    saved.setdefault("extensions", []).append(
+        {"epochs_from": before, "epochs_to": config["epochs"],
+         "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    run_dir.write_json("config.json", saved)

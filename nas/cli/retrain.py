@@ -11,7 +11,13 @@ from typing import Any
 
 from latency.hardware import load_profile, profile_names
 from nas import __version__
-from nas.cli.resume import THREADS_KEY, add_resume_arguments, check_resume_flags, resume_threads
+from nas.cli.resume import (
+    THREADS_KEY,
+    add_resume_arguments,
+    check_resume_flags,
+    record_extension,
+    resume_threads,
+)
 from nas.data.registry import dataset_names, load_dataset
 from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
 from nas.retrain.export import ONNX_FILE, STATE_DICT, export_network_onnx, save_state_dict
@@ -155,17 +161,6 @@ def _open_resume(args: argparse.Namespace
     return run_dir, cfg, genotype, saved.get("genotype_name", "genotype"), state
 
 
-def _record_extension(run_dir: RunDir, cfg: RetrainConfig) -> None:
-    saved = run_dir.config()
-    before = saved["retrain"]["epochs"]
-    if before == cfg.epochs:
-        return
-    saved["retrain"] = cfg.to_dict()
-    saved.setdefault("extensions", []).append(
-        {"epochs_from": before, "epochs_to": cfg.epochs, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    run_dir.write_json("config.json", saved)
-
-
 def _prediction(genotype: Arch, cfg: RetrainConfig) -> dict[str, Any] | None:
     """The predicted latency for the run's profile; called before any training or write,
     so an unknown profile or a missing / damaged predictor fails first."""
@@ -207,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir, cfg, genotype, name, state = _open_resume(args)
         prediction = _prediction(genotype, cfg)
         data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
-        _record_extension(run_dir, cfg)
+        record_extension(run_dir, "retrain", cfg.to_dict())
     else:
         run_dir, cfg, genotype, name, data, prediction = _create(args)
     args.resume_hint = f"nas retrain --resume {run_dir.path}"

@@ -11,7 +11,13 @@ from typing import Any
 
 from latency.hardware import load_profile, profile_names
 from nas import __version__
-from nas.cli.resume import THREADS_KEY, add_resume_arguments, check_resume_flags, resume_threads
+from nas.cli.resume import (
+    THREADS_KEY,
+    add_resume_arguments,
+    check_resume_flags,
+    record_extension,
+    resume_threads,
+)
 from nas.data.registry import dataset_names
 from nas.run_dir import RunDir
 from nas.search.config import (
@@ -123,11 +129,12 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     return cfg
 
 
-def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any]:
-    """The latency term (if asked for) and the per-epoch latency probe (if a predictor
-    exists for the hardware); loading errors surface before anything is written."""
+def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any, str | None]:
+    """The latency term (if asked for), the per-epoch latency probe (if a predictor
+    exists for the hardware) and its caution (`latency.predictor.trust`); loading errors
+    surface before anything is written."""
     if not cfg.hardware:
-        return [], None
+        return [], None, None
     from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
     from nas.search.latency_loss import PredictorLatency, latency_probe, latency_term_factory
     from search_spaces.space import get_space
@@ -136,16 +143,18 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any]:
     find = require_predictor if wants_loss else locate_predictor
     path = find(cfg.hardware, cfg.space, cfg.predictor)
     if path is None:
-        return [], None
+        return [], None, None
+    from latency.predictor.trust import prediction_caution
+
     space = get_space(cfg.space)
-    mlp, _ = load_for_space(path, space)
+    mlp, meta = load_for_space(path, space)
     model = PredictorLatency(mlp)
     label = load_profile(cfg.hardware).prediction_label
     terms = []
     if wants_loss:
         weight = cfg.latency_weight or 1.0
         terms.append(latency_term_factory(model, space, weight, cfg.latency_target_ms))
-    return terms, latency_probe(model, space, label)
+    return terms, latency_probe(model, space, label), prediction_caution(meta)
 
 
 def measure_derived(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
@@ -208,29 +217,18 @@ def _finished(state: dict[str, Any], cfg: SearchConfig, run_dir: RunDir) -> bool
             and (run_dir.path / "summary.json").is_file())
 
 
-def _record_extension(run_dir: RunDir, cfg: SearchConfig) -> None:
-    saved = run_dir.config()
-    before = saved["search"]["epochs"]
-    if before == cfg.epochs:
-        return
-    saved["search"] = cfg.to_dict()
-    saved.setdefault("extensions", []).append(
-        {"epochs_from": before, "epochs_to": cfg.epochs, "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    run_dir.write_json("config.json", saved)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir, cfg, state = _open_resume(args)
         resume = state is not None
         data = load_search_data(cfg)
-        terms, probe = latency_hooks(cfg)
-        _record_extension(run_dir, cfg)
+        terms, probe, caution = latency_hooks(cfg)
+        record_extension(run_dir, "search", cfg.to_dict())
     else:
         cfg = config_from_args(args)
         profile = load_profile(cfg.hardware) if cfg.hardware else None
         data = load_search_data(cfg)
-        terms, probe = latency_hooks(cfg)  # a missing predictor fails before any write
+        terms, probe, caution = latency_hooks(cfg)  # a missing predictor fails before any write
         out = args.out or _default_out(cfg)
         config: dict[str, Any] = {
             "search": cfg.to_dict(),
@@ -253,8 +251,10 @@ def run(args: argparse.Namespace) -> int:
     )
     result = search.run_all()
     measured = measure_derived(cfg, result)
-    if measured:
+    if measured or caution:
         result.summary.setdefault("latency", {}).update(measured)
+        if caution:
+            result.summary["latency"]["caution"] = caution
         run_dir.write_json("summary.json", result.summary)
     _print_summary(result, cfg, args.json)
     return 0
@@ -291,6 +291,8 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
         if "genotype_predicted_latency_ms" in lat:
             print(f"  predicted latency on {cfg.hardware} ({label}): "
                   f"{lat['genotype_predicted_latency_ms']:.3f} ms for the derived genotype")
+        if lat.get("caution"):
+            print(f"  caution: {lat['caution']}")
         if "genotype_measured_latency_ms" in lat:
             print(f"  measured latency here: {lat['genotype_measured_latency_ms']:.3f} ms "
                   f"({lat['measured_with']})")

@@ -59,6 +59,8 @@ def save_arch(arch: Arch, path: Path) -> None:
 
 
 def _nb201_file(path: Path) -> Nb201Arch | None:
+    if path.is_dir():  # a run directory stands for its genotype.json, as for DARTS runs
+        path = path / "genotype.json"
     if path.suffix != ".json" or not path.is_file():
         return None
     try:
