@@ -351,6 +351,9 @@ def test_predictor_force_replaces_only_a_predictor(tmp_path, capsys, monkeypatch
 @pytest.mark.parametrize("flags, needle", [
     (["--epochs", "10"], "--extend"),
     (["--seed", "99"], "--seed 99 conflicts"),
+    (["--epochs", "10", "--seed", "99", "--hardware", "cpu"],
+     "--hardware cpu, --epochs 10, --seed 99 conflict with the run's hardware = None, "
+     "epochs = 2, seed = 0"),
     (["--hardware", "cpu"], "--hardware cpu conflicts"),
     (["--space", "pdarts"], "--space pdarts conflicts"),
     (["--out", "elsewhere"], "--out"),

@@ -53,6 +53,7 @@ def check_resume_flags(args: argparse.Namespace, saved: Mapping[str, Any],
                          "stays in its own directory")
     extend = bool(getattr(args, "extend", False))
     new_epochs: int | None = None
+    conflicts = []
     for dest, key in flags.items():
         value = getattr(args, dest, None)
         if value is None or value == saved.get(key):
@@ -61,11 +62,15 @@ def check_resume_flags(args: argparse.Namespace, saved: Mapping[str, Any],
             new_epochs = int(value)
             continue
         shown = "" if isinstance(value, bool) else f" {value}"
-        hint = " (to train longer, add --extend)" if dest == "epochs" else ""
+        conflicts.append((f"{_flag(dest)}{shown}", f"{key} = {saved.get(key)!r}", dest))
+    if conflicts:
+        hint = (" (to train longer, add --extend)"
+                if any(dest == "epochs" for *_, dest in conflicts) else "")
+        verb = "conflicts" if len(conflicts) == 1 else "conflict"
         raise InputError(
-            f"{_flag(dest)}{shown} conflicts with the run's {key} = {saved.get(key)!r}: "
-            f"--resume continues a run with its own settings{hint}; start a new run with "
-            "--out to change them")
+            f"{', '.join(c[0] for c in conflicts)} {verb} with the run's "
+            f"{', '.join(c[1] for c in conflicts)}: --resume continues a run with its own "
+            f"settings{hint}; start a new run with --out to change them")
     if extend:
         if new_epochs is None:
             raise InputError("--extend needs --epochs N, the new total, larger than the run's "
