@@ -7,9 +7,9 @@ retrain both derived genotypes with the small retrain preset (whose network is t
 
 Two phases, because accuracy and latency need different conditions:
 - `train`: searches and retrains (CPU-heavy; other load only slows them down);
-- `measure`: all retrained networks timed in ONE interleaved session (METHODS 8:
-  rounds over all networks, so drift hits every network alike). Run it on an idle
-  machine.
+- `measure`: all retrained networks timed in ONE interleaved session
+  (docs/methods.md#measuring-latency: rounds over all networks, so drift hits every
+  network alike). Run it on an idle machine.
 
     python bench/bench_latency_tradeoff.py train --seeds 0 1 2 --lambdas 0 1
     python bench/bench_latency_tradeoff.py measure
@@ -112,7 +112,8 @@ def measure(args: argparse.Namespace) -> None:
         r["measured_noisy"] = m.noisy
     data["measurement"] = {"how": f"torch-cpu, batch {profile.batch_size}, "
                            f"{profile.threads} thread, fp32, interleaved rounds over all "
-                           f"{len(runners)} networks (METHODS 8), median of >= {args.runs} runs",
+                           f"{len(runners)} networks (docs/methods.md#measuring-latency), "
+                           f"median of >= {args.runs} runs",
                            "fingerprint": fingerprint(),
                            "date": time.strftime("%Y-%m-%d %H:%M")}
     _save(data)

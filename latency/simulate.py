@@ -1,6 +1,6 @@
 """Per-layer roofline model of a deployed network, for devices that cannot be measured here.
 
-METHODS.md section 9. Every kernel the deployed network launches costs
+docs/methods.md#roofline-model. Every kernel the deployed network launches costs
 
     time = max(FLOPs / (peak_flops * eff), bytes / (bandwidth * eff_memory)) + overhead
 
@@ -107,8 +107,9 @@ _FREE = {
     "select", "split", "chunk", "unbind", "narrow", "resize_", "set_", "_local_scalar_dense",
 }
 
-#: Low-bit / binary / adder layers: a factor on the FLOPs of their kernels (METHODS 9:
-#: e.g. b_w * b_a / 64 for bit-operations against 64-bit popcount lanes).
+#: Low-bit / binary / adder layers: a factor on the FLOPs of their kernels
+#: (docs/methods.md#roofline-model: e.g. b_w * b_a / 64 for bit-operations against 64-bit
+#: popcount lanes).
 ComputeScale = Callable[[nn.Module], float]
 COMPUTE_SCALES: dict[type[nn.Module], ComputeScale] = {}
 
@@ -804,7 +805,7 @@ def median_latency_ms(
     min_time_s: float = 0.5,
 ) -> list[tuple[float, float]]:
     """(median ms, IQR / median) of each model on this CPU, timed by `latency.measure`
-    (METHODS 8: warm-up, repeats, interleaved rounds, fixed threads)."""
+    (docs/methods.md#measuring-latency: warm-up, repeats, interleaved rounds, fixed threads)."""
     from latency.measure import TimingConfig, measure_many, prepare
 
     if len(models) != len(input_shapes):

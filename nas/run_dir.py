@@ -1,6 +1,6 @@
 """The run directory: everything a run writes, and everything a resume needs.
 
-Layout (DESIGN.md): `config.json` (resolved config), `log.jsonl` (one line per epoch),
+Layout (docs/architecture.md): `config.json` (resolved config), `log.jsonl` (one line per epoch),
 `arch_weights.jsonl` (softmax architecture weights per epoch), `checkpoint.pt` (latest
 state, replaced atomically), `genotype.json` (final), `summary.json`.
 

@@ -3,7 +3,7 @@
 Why: a measured latency is a measurement of every genotype whose network runs the same
 kernels on tensors of the same shapes, and a latency predictor learns that for free if it
 is shown those genotypes (`latency/predictor/augment.py`). In a DARTS cell
-(METHODS 7) two renamings keep the network's cost:
+(docs/methods.md#darts) two renamings keep the network's cost:
 
 * **the two cell inputs** are both preprocessed to C channels at one resolution before any
   edge reads them (both preprocessings always run), so swapping which of the two every

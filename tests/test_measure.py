@@ -1,4 +1,5 @@
-"""Latency measurement (METHODS 8): timing rules with fake runners, real backends on tiny
+"""Latency measurement (docs/methods.md#measuring-latency): timing rules with fake runners,
+real backends on tiny
 networks, ONNX export, and the machine fingerprint. No test asserts an absolute speed."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Discrete networks against the papers' tables, and the operations against METHODS 7."""
+"""Discrete networks against the papers' tables, and the operations against
+docs/methods.md#darts."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from search_spaces.genotype_library import DARTS_V2, PDARTS, resolve_genotype
 from search_spaces.networks import NetworkCIFAR, NetworkImageNet
 from search_spaces.ops import DARTS_PRIMITIVES, build_op, op_names
 
-# Exact integers from our networks, verified op by op against METHODS 7 and matching the
+# Exact integers from our networks, verified op by op against docs/methods.md#darts and matching the
 # papers' rounded figures (DARTS: 3.3M CIFAR / 4.7M ImageNet; P-DARTS: 3.4M / 4.9M;
 # P-DARTS ~532M multiply-accumulates at 32x32). DARTS_V2's 3,349,342 is the figure the DARTS
 # reference's own training log prints (`param size = 3.349342MB`).

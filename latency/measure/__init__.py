@@ -1,4 +1,5 @@
-"""Measuring latency on the device at hand (METHODS 8): backends, timing, fingerprint.
+"""Measuring latency on the device at hand: backends, timing, fingerprint
+(docs/methods.md#measuring-latency).
 
 Typical use: ``runner = prepare("torch-cpu", network, (3, 32, 32), threads=1)``, then
 ``measure(runner)`` (warm-up, repeats, median, spread, noise flag), or

@@ -2,9 +2,10 @@
 
 A backend turns (network, input shape, batch size, precision, threads) into a `Runner`:
 calling it runs one forward pass, and `timed_runs(n)` returns n durations measured the
-way METHODS 8 asks for that device (a host clock around a synchronous CPU run, CUDA
-events around a GPU run). The timing logic (`timing.py`) only ever talks to a Runner,
-which is why a fake Runner with an injected timer can test it without a real network.
+way docs/methods.md#measuring-latency asks for that device (a host clock around a
+synchronous CPU run, CUDA events around a GPU run). The timing logic (`timing.py`) only
+ever talks to a Runner, which is why a fake Runner with an injected timer can test it
+without a real network.
 
 Backends are a registry, so a new device (an ARM board's runtime, TensorRT) is one entry.
 Anything that changes the number (threads, cuDNN autotuning, autograd) is set inside the

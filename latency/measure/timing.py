@@ -1,4 +1,4 @@
-"""Timing a Runner so that the number can be trusted (METHODS 8).
+"""Timing a Runner so that the number can be trusted (docs/methods.md#measuring-latency).
 
 * Warm up first: at least `warmup_runs` runs AND at least `warmup_s` seconds, so caches,
   allocators, lazy initialisation and CPU clocks have settled.
@@ -32,7 +32,8 @@ from search_spaces.errors import InputError
 
 @dataclass(frozen=True)
 class TimingConfig:
-    """How long to warm up and to time; defaults are METHODS 8's minimums."""
+    """How long to warm up and to time; the defaults are the minimums of
+    docs/methods.md#measuring-latency."""
 
     warmup_runs: int = 10
     warmup_s: float = 0.2

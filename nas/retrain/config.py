@@ -1,6 +1,6 @@
 """Retraining configuration: each space's published evaluation recipe, and small presets.
 
-DARTS cells: `paper` is DARTS `train.py` (METHODS 7): 20 cells, 36 channels, 600 epochs,
+DARTS cells: `paper` is DARTS `train.py` (docs/methods.md#darts): 20 cells, 36 channels, 600 epochs,
 batch 96, SGD lr 0.025 with a cosine schedule to 0, momentum 0.9, weight decay 3e-4,
 gradient clipping 5, auxiliary head weight 0.4, cutout 16, drop-path 0.2 rising linearly.
 `small` keeps every ingredient and scales the sizes to the embedded 8x8 digits so that a

@@ -6,7 +6,8 @@ Latency appears twice, and the two must never be confused:
   channels, batch), labelled `measured-model` when the predictor learned measurements and
   `simulated` when it learned the roofline simulator's output;
 - *measured* here: this retrained network, timed on the machine in hand with the `cpu`
-  profile's timing rules (METHODS 8), with PyTorch and, when installed, ONNX Runtime.
+  profile's timing rules (docs/methods.md#measuring-latency), with PyTorch and, when
+  installed, ONNX Runtime.
 """
 
 from __future__ import annotations

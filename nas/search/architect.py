@@ -1,4 +1,4 @@
-"""The architecture step of bilevel search (DARTS `architect.py`, METHODS 7).
+"""The architecture step of bilevel search (DARTS `architect.py`, docs/methods.md#darts).
 
 First order: the gradient of the validation loss with respect to the architecture
 parameters at the current weights. Second order: the same loss at the weights after one

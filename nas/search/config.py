@@ -1,6 +1,7 @@
 """Search configuration: the papers' hyper-parameters and a small CPU preset.
 
-`paper` presets are the published settings (METHODS 7 for DARTS, METHODS 2 for P-DARTS);
+`paper` presets are the published settings (docs/methods.md#darts for DARTS,
+docs/methods.md#p-darts for P-DARTS);
 `small` shrinks the network, the epochs and the batch so that a search on the embedded
 digits dataset finishes in a few minutes on a 2-core CPU. Everything else (optimisers,
 schedules, the order of updates) is the same in both.

@@ -1,4 +1,5 @@
-"""The differentiable latency term of the architecture step (METHODS 1, DESIGN.md).
+"""The differentiable latency term of the architecture step
+(docs/methods.md#latency-aware-search, docs/architecture.md).
 
 A frozen predictor maps the encoding of the current soft architecture to milliseconds;
 its gradient flows through the encoding and the softmax into the architecture

@@ -1,4 +1,5 @@
-"""P-DARTS specifics (METHODS 2): operation pruning between stages, skip dropout schedule."""
+"""P-DARTS specifics: operation pruning between stages, skip dropout schedule
+(docs/methods.md#p-darts)."""
 
 from __future__ import annotations
 
