@@ -171,7 +171,7 @@ class RunDir:
             msg = first_line(e)
             raise InputError(f"corrupt checkpoint {p}: {msg}") from None
         if not isinstance(state, dict) or "log_lines" not in state:
-            raise InputError(f"corrupt checkpoint {p}: not a search checkpoint")
+            raise InputError(f"corrupt checkpoint {p}: not a run checkpoint")
         return state
 
     def write_json(self, name: str, obj: Any) -> None:

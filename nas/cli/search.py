@@ -72,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-weight", type=float, metavar="LAMBDA",
                    help="add LAMBDA x predicted latency / reference to the architecture loss")
     p.add_argument("--latency-target", type=float, metavar="MS",
-                   help="with --latency-weight: only latency above this budget is penalised")
+                   help="only latency above this budget is penalised, weighted by "
+                   "--latency-weight (1 when only a target is given)")
     p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
                    "profile's: <name>.predictor in ~/.hw-nas/hardware_profiles, else shipped)")
     p.add_argument("--limit", type=int, help="use only the first N training images")
