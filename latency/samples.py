@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.errors import InputError
-from search_spaces.fileio import atomic_write_bytes
+from search_spaces.fileio import atomic_write_bytes, read_json_lines
 
 REQUIRED = (
     "id", "space", "arch", "latency_ms", "hardware", "source", "backend",
@@ -57,46 +57,13 @@ def validate_row(row: Any, where: str) -> dict[str, Any]:
     return row
 
 
-def _torn(tail: bytes) -> bool:
-    """Whether bytes after the last newline are what a kill during an append leaves: the
-    start of a JSON object that never got its newline. Anything else is not ours."""
-    text = tail.strip()
-    if not text:
-        return True
-    if not text.startswith(b"{"):
-        return False
-    try:
-        json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return True  # cut short
-    return False  # a whole JSON value without a newline: no append of ours writes that
-
-
 def _read_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Valid rows and the byte length of the complete-line prefix of the file.
-
-    Every complete line must be a valid row; only a torn tail (`_torn`) may follow them.
-    A file that is something else (a CSV, a config, notes) is refused, never truncated.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    except OSError as e:
-        raise SampleError(f"cannot read {path}: {e.strerror or e}") from None
-    *complete, tail = data.split(b"\n")
-    rows = []
-    for n, raw in enumerate(complete, start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise SampleError(f"{path}:{n}: not a JSON line; is it a sample file?") from None
-        rows.append(validate_row(row, f"{path}:{n}"))
-    if not _torn(tail):
-        raise SampleError(f"{path}:{len(complete) + 1}: not a JSON line; is it a sample file?")
-    return rows, len(data) - len(tail)
+    """Valid rows and the byte length of the prefix that holds them (a torn last append
+    lies beyond it). A file that is not a sample file (a CSV, a config, notes) is refused,
+    never truncated (`search_spaces.fileio.read_json_lines`)."""
+    lines = read_json_lines(path, error=SampleError)
+    rows = [validate_row(r, f"{path}:{n}") for n, r in enumerate(lines.records, start=1)]
+    return rows, lines.keep_bytes
 
 
 def load_samples(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

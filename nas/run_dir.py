@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from search_spaces.errors import InputError, first_line
-from search_spaces.fileio import atomic_write_bytes
+from search_spaces.fileio import atomic_write_bytes, read_json_lines
 
 LOG = "log.jsonl"
 ARCH_LOG = "arch_weights.jsonl"
@@ -82,30 +82,8 @@ class RunDir:
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
         """The complete records of a log; a torn last line (a kill mid-write) is left out,
-        a damaged line before it is an error naming the file and line."""
-        p = self.path / name
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise InputError(f"cannot read {p}: {e.strerror or e}") from None
-        lines = data.split(b"\n")
-        complete, tail = lines[:-1], lines[-1]  # tail: bytes after the last newline
-        records: list[dict[str, Any]] = []
-        for n, raw in enumerate(complete, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
-            if not isinstance(record, dict):
-                if n == len(complete) and not tail.strip():
-                    break  # the last line is torn garbage: what a kill mid-write leaves
-                raise InputError(f"{p}:{n} is not a JSON record; the run's log is damaged")
-            records.append(record)
-        return records
+        a damaged line before it is an error naming the file and line (`read_json_lines`)."""
+        return read_json_lines(self.path / name, error=InputError).records
 
     def line_counts(self) -> dict[str, int]:
         return {n: len(self.read_jsonl(n)) for n in (LOG, ARCH_LOG)}

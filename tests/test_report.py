@@ -310,9 +310,12 @@ def test_op_families_and_edge_titles() -> None:
 
 
 def _not_json_log(tmp_path: Path) -> Path:
+    """A damaged line before the last one (a torn *last* line is what a kill leaves, and
+    is left out instead: `test_a_killed_runs_torn_last_line_is_left_out`)."""
     run = make_darts_run(tmp_path)
-    with open(run / "log.jsonl", "a") as f:
-        f.write('{"epoch": 3, "train_loss": 0.5\n')
+    lines = (run / "log.jsonl").read_text().splitlines(keepends=True)
+    lines.insert(len(lines) - 1, '{"epoch": 3, "train_loss": 0.5\n')
+    (run / "log.jsonl").write_text("".join(lines))
     return run
 
 
@@ -346,7 +349,7 @@ def _no_config(tmp_path: Path) -> Path:
         (lambda p: p / "missing", "does not exist"),
         (_no_config, "not a run directory"),
         (_bad_config, "config.json is not valid JSON"),
-        (_not_json_log, "log.jsonl line 4 is not JSON"),
+        (_not_json_log, "log.jsonl:3: not a JSON object line"),
         (_config_only, "nothing to plot"),
         (_bad_genotype, "genotype.json"),
     ],
@@ -619,3 +622,18 @@ def test_long_titles_wrap_at_gentle_places_and_fit() -> None:
         assert ";m" not in wrapped and ";p" not in wrapped
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("tail", [b'{"stage": 0, "epoch": 3, "train_lo', b"garbage\n"])
+def test_a_killed_runs_torn_last_line_is_left_out(tmp_path, tail: bytes) -> None:
+    """A kill mid-append leaves a torn last line: the report reads the complete epochs,
+    as `--resume` does (one reader, one policy), and the run's files stay as they are."""
+    run = make_darts_run(tmp_path)
+    for name in ("log.jsonl", "arch_weights.jsonl"):
+        with open(run / name, "ab") as f:
+            f.write(tail)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    loaded = load_run(run)
+    assert len(loaded.log) == 3 and len(loaded.arch) == 3
+    assert [r["epoch"] for r in loaded.log] == [0, 1, 2]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces.errors import GenotypeError, InputError
+from search_spaces.fileio import read_json_lines
 from search_spaces.genotype import Genotype, load_genotype, parse_darts_literal
 from search_spaces.nb201 import Nb201Arch, parse_arch
 
@@ -72,27 +73,11 @@ def read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The objects of a JSON-lines log, blank lines skipped; a missing file is empty.
-
-    A line that is not a JSON object is an error naming the file and the line number,
-    because a silently skipped epoch would make every curve after it wrong.
-    """
-    if not path.exists():
-        return []
-    text = _read_text(path)
-    records: list[dict[str, Any]] = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as e:
-            msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-            raise InputError(f"{path} line {n} is not JSON: {msg}") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path} line {n} is not a JSON object")
-        records.append(obj)
-    return records
+    """The objects of a JSON-lines log; a missing file is empty. The one reader of run
+    logs (`read_json_lines`): a torn last line, as a killed run leaves it, is left out, so
+    a killed run can be drawn; a damaged line before it is an error naming the file and
+    line, because a silently skipped epoch would make every curve after it wrong."""
+    return read_json_lines(path, error=InputError).records
 
 
 def parse_cell(obj: Any, source: str) -> Cell:
