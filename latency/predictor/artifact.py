@@ -20,9 +20,9 @@ artifact over a good one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,9 +65,13 @@ def save_predictor(
     out = Path(directory)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        buf_path = out / f".{WEIGHTS_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-        torch.save(model.state_dict(), buf_path)
-        os.replace(buf_path, out / WEIGHTS_NAME)
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        weights = buffer.getvalue()
+        # fsync'd and renamed into place; predictor.json (written last) carries the
+        # weights' checksum, so a crash between the two renames leaves an artifact that
+        # is refused in one line on load, never one that loads the wrong weights
+        _write_atomic(out / WEIGHTS_NAME, weights)
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -84,7 +88,7 @@ def save_predictor(
             "hardware": hardware,
             "dataset": dataset,
             "heldout_metrics": dict(metrics or {}),
-            "weights_sha256": _sha256(out / WEIGHTS_NAME),
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),
             **({"extra": dict(extra)} if extra else {}),
         }
         _write_atomic(out / META_NAME, (json.dumps(meta, indent=2) + "\n").encode())

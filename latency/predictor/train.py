@@ -30,6 +30,7 @@ from latency.predictor.locate import load_for_space
 from latency.predictor.metrics import report
 from latency.predictor.mlp import LatencyMLP, MLPConfig
 from latency.samples import SampleError
+from search_spaces.fileio import atomic_write_bytes
 from search_spaces.space import get_space
 
 
@@ -160,7 +161,7 @@ def train_predictor(
         "metrics": results, "mean_uncertainty_ms": float(np.mean(std)), "predictor": str(out),
     }
     out_dir = Path(out)
-    (out_dir / "report.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(out_dir / "report.json", (json.dumps(summary, indent=2) + "\n").encode())
     _calibration_plot(y[test], mean, out_dir / "calibration.png",
                       f"{hardware} ({', '.join(sources)}): held-out {len(test)} samples")
     return summary
