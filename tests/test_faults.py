@@ -389,3 +389,26 @@ def test_pdarts_epochs_within_the_alpha_freeze_are_refused(tmp_path, capsys) -> 
                             str(tmp_path / "r")], capsys)
     assert_one_line_error(code, err, needle="--epochs 4 or more")
     assert not (tmp_path / "r").exists()
+
+
+def test_predictor_train_space_reads_that_spaces_samples(tmp_path, capsys, monkeypatch) -> None:
+    """`--space nb201` reads the profile's NB201 sample file (not the DARTS one), and
+    refuses explicit files of another space before training."""
+    seen = {}
+
+    def stub(rows, out, *a, **k):
+        seen["spaces"] = {r["space"] for r in rows}
+        seen["out"] = Path(out)
+        raise InputError("stopped before training")
+
+    monkeypatch.setattr(predictor_cli, "train_predictor", stub)
+    assert run_cli(["profile", "--hardware", "p100", "--space", "nb201", "--samples", "12"],
+                   capsys)[0] == 0
+    code, _, err = run_cli(["predictor", "train", "--hardware", "p100", "--space", "nb201"],
+                           capsys)
+    assert "stopped before training" in err
+    assert seen["spaces"] == {"nb201"} and seen["out"].name == "p100.nb201.predictor"
+    darts = _samples_file(tmp_path)
+    code, _, err = run_cli(["predictor", "train", "--hardware", "cpu", "--space", "nb201",
+                            "--samples", str(darts)], capsys)
+    assert_one_line_error(code, err, needle="darts samples, not --space nb201")

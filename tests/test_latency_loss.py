@@ -108,7 +108,7 @@ def test_a_space_without_a_predictor_says_how_to_make_one(tmp_path, capsys) -> N
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "nas profile --hardware p100 --space nb201" in err
-    assert "p100.nb201.samples.jsonl" in err
+    assert "nas predictor train --hardware p100 --space nb201" in err
 
 
 def test_predictor_cli_train_and_eval(tmp_path, capsys, monkeypatch) -> None:

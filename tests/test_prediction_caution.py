@@ -85,7 +85,8 @@ def test_nb201_and_imported_predictors_are_told_their_own_remedy() -> None:
     meta["space"] = "nb201"
     text = prediction_caution(meta)
     assert text is not None and "nas profile --hardware p100 --space nb201 --samples" in text
-    assert "p100.nb201.samples.jsonl" in text  # training must be pointed at those samples
+    # training must read the nb201 samples, and replace the predictor it cautions about
+    assert "nas predictor train --hardware p100 --space nb201 --force" in text
     meta["extra"]["sources"] = ["imported"]
     text = prediction_caution(meta)
     assert text is not None and "nas profile import" in text

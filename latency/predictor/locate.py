@@ -38,9 +38,8 @@ def how_to_make(hardware: str, space: str = "darts") -> str:
     if space == "darts":
         return (f"run `nas profile --hardware {hardware}` and "
                 f"`nas predictor train --hardware {hardware}`")
-    samples = default_samples_path(hardware, space, for_writing=True)
     return (f"run `nas profile --hardware {hardware} --space {space}` and "
-            f"`nas predictor train --hardware {hardware} --samples {samples}`")
+            f"`nas predictor train --hardware {hardware} --space {space}`")
 
 
 def locate_predictor(hardware: str, space: str = "darts",

@@ -70,12 +70,7 @@ def _remedy(meta: dict[str, Any], extra: dict[str, Any], total: int, noisy_only:
     if noisy_only:
         return (f"profile again while the machine is quiet (`nas profile --hardware {hardware}"
                 f"{space_opt} --samples {total} --out FILE`) and train on FILE")
-    train = f"`nas predictor train --hardware {hardware}`"
-    if space != "darts":  # training reads the DARTS samples unless told otherwise
-        from latency.predictor.locate import default_samples_path
-
-        samples = default_samples_path(hardware, space, for_writing=True)
-        train = f"`nas predictor train --hardware {hardware} --samples {samples}`"
+    train = f"`nas predictor train --hardware {hardware}{space_opt} --force`"
     return (f"profile more samples: `nas profile --hardware {hardware}{space_opt} "
             f"--samples {total}`, then {train}")
 

@@ -25,7 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("action", choices=["train", "eval"],
                    help="train: fit on samples and report; eval: score a trained predictor")
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
-    p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own)")
+    p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own "
+                   "for --space)")
+    p.add_argument("--space", choices=["darts", "nb201"],
+                   help="train: the space whose default sample file is read (default darts; "
+                   "with --samples, the files' rows must be of it)")
     p.add_argument("--out", help="predictor directory (default <name>.predictor, or "
                    "<name>.nb201.predictor for nb201 samples, in ~/.hw-nas/hardware_profiles); "
                    "must not exist or be empty")
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nas predictor train needs --hardware NAME")
     profile = load_profile(args.hardware)
 
-    files = args.samples or [str(default_samples_path(profile.name))]
+    files = args.samples or [str(default_samples_path(profile.name, args.space or "darts"))]
     if not 0.0 < args.test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.out:
@@ -94,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{', '.join(files)} hold(s) samples of {', '.join(foreign)}; "
                          f"--hardware {profile.name} trains on {profile.name} samples only")
     space = rows[0]["space"] if rows else "darts"
+    if args.space and {r["space"] for r in rows} != {args.space}:
+        found = ", ".join(sorted({str(r["space"]) for r in rows}))
+        raise InputError(f"{', '.join(files)} hold(s) {found} samples, not --space {args.space}")
     out = Path(args.out) if args.out else default_predictor_path(profile.name, space,
                                                                  for_writing=True)
     check_out(out, args.force)
