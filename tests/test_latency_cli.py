@@ -19,6 +19,18 @@ def test_predicted_latency_from_the_shipped_p100_predictor(capsys) -> None:
     code, r, _ = run_json(["latency", "PDARTS", "--hardware", "p100", "--json"], capsys)
     assert code == 0 and r["label"] == "simulated" and r["measured_ms"] is None
     assert r["predicted_ms"] > 0 and r["predicted_std_ms"] >= 0
+    # the figure is the shipped predictor's own, on the genotype's one-hot encoding
+    from latency.hardware import profiles_dir
+    from latency.predictor.artifact import load_predictor
+    from search_spaces.genotype_library import PDARTS
+    from search_spaces.space import get_space
+
+    space = get_space("darts")
+    mlp, _ = load_predictor(profiles_dir() / "p100.predictor", op_names=space.op_names,
+                            encoding_size=space.encoding_size)
+    mean, std = mlp.predict(space.encode(PDARTS)[None].astype("float32"))
+    assert r["predicted_ms"] == pytest.approx(float(mean[0]), rel=1e-6)
+    assert r["predicted_std_ms"] == pytest.approx(float(std[0]), rel=1e-5, abs=1e-9)
 
 
 def test_measure_on_this_machine_and_refusal_for_a_simulated_device(capsys) -> None:

@@ -89,6 +89,18 @@ def test_search_with_latency_weight_logs_predicted_latency(tmp_path, capsys) -> 
     assert run_summary["latency"]["caution"] == summary["latency"]["caution"]
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["predicted_latency_ms"] > 0 and log[0]["latency_loss"] > 0
+    # the logged latency is the predictor's on the epoch's soft weights, as logged beside it
+    arch = json.loads((tmp_path / "run" / "arch_weights.jsonl").read_text().splitlines()[0])
+    mlp_loaded, _ = load_predictor(pred, op_names=SPACE.op_names,
+                                   encoding_size=SPACE.encoding_size)
+    model = PredictorLatency(mlp_loaded)
+    weights = {k: torch.tensor(v) for k, v in arch["weights"].items()}
+    expected = predicted_latency(model, SPACE, weights, arch["edge_ops"])
+    assert log[0]["predicted_latency_ms"] == pytest.approx(expected, rel=1e-4)
+    # the term averaged over the epoch's steps is lambda * LAT / ref at weights that moved
+    # little in one epoch
+    assert log[0]["latency_loss"] == pytest.approx(0.5 * expected / model.reference_ms,
+                                                   rel=0.05)
 
 
 @pytest.mark.parametrize("weight", [["--latency-weight", "1"], []])

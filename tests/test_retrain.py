@@ -163,6 +163,9 @@ def test_cli_end_to_end_report_state_dict_and_onnx(tmp_path, capsys) -> None:
     assert (report["params"], report["macs"]) == (sizes["params"], sizes["macs"])
     pred = report["predicted_latency"]
     assert pred["label"] == "simulated" and pred["ms"] > 0 and "3x32x32" in pred["refers_to"]
+    # the same figure `nas latency` gives for the same genotype and profile
+    code, lat, _ = run_cli(["latency", "DARTS_V2", "--hardware", "p100", "--json"], capsys)
+    assert pred["ms"] == pytest.approx(json.loads(lat)["predicted_ms"], rel=1e-9)
     assert report["measured_latency"] == {"skipped": "--no-measure"}
     assert len(RunDir(out).read_jsonl("log.jsonl")) == 2
 
