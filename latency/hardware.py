@@ -2,7 +2,7 @@
 
 A profile says what a latency number refers to (the deployed network and the
 measurement settings) and where it comes from: `measured` on the device in hand,
-`simulated` from published specifications (a roofline model, `latency/simulate.py`), or
+`simulated` from published specifications (a roofline model, `latency/simulate/`), or
 `imported` from someone else's data. A simulated profile must list its specs and their
 source, and says so wherever it is used.
 

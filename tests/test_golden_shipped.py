@@ -1,7 +1,7 @@
 """Golden checks on what ships: a change to the simulator, the encoding or the predictor
 code must not silently invalidate the shipped samples and predictors.
 
-Every shipped profile except `cpu` comes with samples simulated by `latency/simulate.py`
+Every shipped profile except `cpu` comes with samples simulated by `latency/simulate/`
 and a predictor trained on them, whose held-out figures the README and BENCHMARKS quote.
 These tests re-simulate rows of every shipped sample file and match their stored
 latencies, and re-score every shipped predictor on its own held-out split and match the

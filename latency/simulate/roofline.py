@@ -1,0 +1,188 @@
+"""The roofline model: the time of each counted kernel, and a network's simulated latency.
+
+Kept apart from the tracer (`tracing.py`) because it is the part with free numbers: peak
+rate, bandwidth, overhead and efficiencies come from a hardware profile or a fit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+
+from latency.hardware import HardwareError, HardwareProfile, load_profile
+from latency.simulate.tracing import BYTES_PER_ELEMENT, DEFAULTS, LayerCost, layer_costs
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """A kernel's simulated time: the roofline terms, the overhead and which bound won."""
+
+    name: str
+    op: str
+    kind: str
+    flops: float
+    bytes: float
+    compute_ms: float
+    memory_ms: float
+    overhead_ms: float
+    ms: float  # max(compute_ms, memory_ms) + overhead_ms
+    bound: str  # "compute" or "memory"
+
+
+@dataclass(frozen=True)
+class SimulatedLatency:
+    """A simulated latency: total, per kernel, and how many kernels each bound governs."""
+
+    ms: float
+    per_layer: tuple[LayerTime, ...]
+    bound_counts: dict[str, int]
+    label: str = "simulated"
+    profile: str = ""
+    batch_size: int = 1
+    precision: str = "fp32"
+
+    @property
+    def kernels(self) -> int:
+        return len(self.per_layer)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a sample row needs (the integrator adds arch, ids and timestamps)."""
+        return {
+            "latency_ms": self.ms,
+            "source": "simulated",
+            "label": self.label,
+            "backend": "roofline-model",
+            "hardware": self.profile,
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "kernels": self.kernels,
+            "bound_counts": dict(self.bound_counts),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.summary()
+        out["per_layer"] = [asdict(t) for t in self.per_layer]
+        return out
+
+
+@dataclass(frozen=True)
+class RooflineParams:
+    """Everything the roofline needs, in SI units (FLOP/s, B/s, s)."""
+
+    peak_flops: float
+    bandwidth: float
+    overhead_s: float
+    eff_compute: float = DEFAULTS["eff_compute"]
+    eff_compute_depthwise: float = DEFAULTS["eff_compute_depthwise"]
+    eff_memory: float = DEFAULTS["eff_memory"]
+    fold_batchnorm: bool = DEFAULTS["fold_batchnorm"]
+    fuse_activation: bool = DEFAULTS["fuse_activation"]
+    batch_size: int = 1
+    precision: str = "fp32"
+
+    @classmethod
+    def from_profile(cls, profile: HardwareProfile, **overrides: Any) -> RooflineParams:
+        """Read a profile's specs; keyword overrides use the spec names
+        (`eff_compute=0.3`, `kernel_overhead_us=2.0`, `batch_size=8`, ...)."""
+        specs = {**DEFAULTS, **profile.specs}
+        settings: dict[str, Any] = {"batch_size": profile.batch_size,
+                                    "precision": profile.precision}
+        for key, value in overrides.items():
+            if key in settings:
+                settings[key] = value
+            elif key in specs or key in ("peak_fp32_tflops", "memory_bandwidth_gbs",
+                                         "kernel_overhead_us"):
+                specs[key] = value
+            else:
+                raise TypeError(f"unknown roofline setting {key!r}")
+        missing = [
+            k for k in ("peak_fp32_tflops", "memory_bandwidth_gbs", "kernel_overhead_us")
+            if k not in specs
+        ]
+        if missing:
+            raise HardwareError(
+                f"hardware profile {profile.name!r} has no roofline specs: "
+                f"missing specs.{', specs.'.join(missing)}"
+            )
+        precision = str(settings["precision"])
+        if precision not in BYTES_PER_ELEMENT:
+            raise HardwareError(f"precision {precision!r} is not one of "
+                                f"{', '.join(BYTES_PER_ELEMENT)}")
+        peak = float(specs["peak_fp32_tflops"]) * 1e12
+        if precision in ("fp16", "bf16") and "peak_fp16_tflops" in specs:
+            peak = float(specs["peak_fp16_tflops"]) * 1e12
+        elif precision == "int8" and "peak_int8_tops" in specs:
+            peak = float(specs["peak_int8_tops"]) * 1e12
+        return cls(
+            peak_flops=peak,
+            bandwidth=float(specs["memory_bandwidth_gbs"]) * 1e9,
+            overhead_s=float(specs["kernel_overhead_us"]) * 1e-6,
+            eff_compute=float(specs["eff_compute"]),
+            eff_compute_depthwise=float(specs["eff_compute_depthwise"]),
+            eff_memory=float(specs["eff_memory"]),
+            fold_batchnorm=bool(specs["fold_batchnorm"]),
+            fuse_activation=bool(specs["fuse_activation"]),
+            batch_size=int(settings["batch_size"]),
+            precision=precision,
+        )
+
+    def efficiency(self, kind: str) -> float:
+        return self.eff_compute_depthwise if kind == "depthwise" else self.eff_compute
+
+    def time(self, cost: LayerCost) -> LayerTime:
+        compute = cost.flops / (self.peak_flops * self.efficiency(cost.kind))
+        memory = cost.bytes / (self.bandwidth * self.eff_memory)
+        total = max(compute, memory) + self.overhead_s
+        return LayerTime(
+            name=cost.name,
+            op=cost.op,
+            kind=cost.kind,
+            flops=cost.flops,
+            bytes=cost.bytes,
+            compute_ms=compute * 1e3,
+            memory_ms=memory * 1e3,
+            overhead_ms=self.overhead_s * 1e3,
+            ms=total * 1e3,
+            bound="compute" if compute >= memory else "memory",
+        )
+
+
+def simulate_costs(costs: Iterable[LayerCost], params: RooflineParams,
+                   profile_name: str = "") -> SimulatedLatency:
+    """Roofline time of kernels already counted (lets a caller reuse `layer_costs`)."""
+    per_layer = tuple(params.time(c) for c in costs)
+    bounds = Counter(t.bound for t in per_layer)
+    return SimulatedLatency(
+        ms=float(sum(t.ms for t in per_layer)),
+        per_layer=per_layer,
+        bound_counts={"compute": bounds.get("compute", 0), "memory": bounds.get("memory", 0)},
+        profile=profile_name,
+        batch_size=params.batch_size,
+        precision=params.precision,
+    )
+
+
+def simulate_latency(
+    model: nn.Module,
+    input_shape: Sequence[int] | int | None,
+    profile: HardwareProfile | str,
+    **overrides: Any,
+) -> SimulatedLatency:
+    """Simulated latency (ms) of `model` on `profile`'s device, per kernel and in total.
+
+    `input_shape` is one sample's shape; None takes the profile's deployed network input.
+    Keyword overrides replace profile specs / settings by name (see
+    `RooflineParams.from_profile`). The result is labelled "simulated" whatever the
+    profile's own source is.
+    """
+    if isinstance(profile, str):
+        profile = load_profile(profile)
+    params = RooflineParams.from_profile(profile, **overrides)
+    shape = profile.input_shape if input_shape is None else input_shape
+    costs = layer_costs(model, shape, params.batch_size, params.precision,
+                        params.fold_batchnorm, params.fuse_activation)
+    return simulate_costs(costs, params, profile.name)
