@@ -2,10 +2,11 @@
 
 PyTorch's default is one thread per core of the machine. On a shared machine that
 oversubscribes: with a core busy elsewhere, a 2-thread job waits at every parallel region
-for the thread that lost its core (two small searches at once each ran 5x slower than
-alone). So the default is derived from the cores this process may use (its CPU affinity
-and cgroup quota) minus the cores other processes keep busy right now (sampled from
-/proc/stat).
+for the thread that lost its core (two small searches at once each ran up to 4.5x slower
+than alone, and the README's first command beside one busy core 4.4x: BENCHMARKS.md,
+"Shared machine"). So the default is derived from the cores this process may use (its
+CPU affinity and cgroup quota) minus the cores other processes keep busy right now
+(sampled from /proc/stat).
 
 OpenMP's passive waiting (`OMP_WAIT_POLICY=PASSIVE`) was measured and not adopted: it
 helps when a second job arrives later, but made the README's P-DARTS search 2.2x slower
