@@ -356,6 +356,7 @@ def test_predictor_force_replaces_only_a_predictor(tmp_path, capsys, monkeypatch
      "epochs = 2, seed = 0"),
     (["--hardware", "cpu"], "--hardware cpu conflicts"),
     (["--space", "pdarts"], "--space pdarts conflicts"),
+    (["--strategy", "pdarts"], "--strategy pdarts conflicts"),
     (["--out", "elsewhere"], "--out"),
     ([], "already finished"),
     (["--extend", "--epochs", "2"], "larger than"),

@@ -273,3 +273,36 @@ def test_create_refuses_non_empty_directory(tmp_path) -> None:
     with pytest.raises(InputError, match="not empty"):
         RunDir.create(tmp_path, {})
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------ --space and --strategy
+
+
+def _search_args(*argv: str):
+    from nas.cli.main import build_parser
+
+    return build_parser().parse_args(["search", *argv])
+
+
+def test_strategy_is_a_flag_of_its_own_and_space_pdarts_is_its_short_form() -> None:
+    from nas.cli.search import config_from_args
+
+    short = config_from_args(_search_args("--space", "pdarts"))
+    long = config_from_args(_search_args("--space", "darts", "--strategy", "pdarts"))
+    assert short == long and (long.space, long.strategy) == ("darts", "pdarts")
+    assert long.num_stages == 3
+    plain = config_from_args(_search_args("--strategy", "darts"))
+    assert (plain.space, plain.strategy, plain.num_stages) == ("darts", "darts", 1)
+    nb201 = config_from_args(_search_args("--space", "nb201", "--strategy", "darts"))
+    assert (nb201.space, nb201.strategy) == ("nb201", "darts")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (("--space", "nb201", "--strategy", "pdarts"), "darts cell space only"),
+    (("--space", "pdarts", "--strategy", "darts"), "--space pdarts means P-DARTS"),
+])
+def test_a_strategy_the_space_cannot_run_is_one_line(argv, needle) -> None:
+    from nas.cli.search import config_from_args
+
+    with pytest.raises(InputError, match=needle):
+        config_from_args(_search_args(*argv))

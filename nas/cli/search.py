@@ -30,13 +30,14 @@ from nas.search.driver import Search, SearchResult, load_search_data
 from nas.threads import threads_now
 from search_spaces.errors import InputError
 
-#: --space name -> (cell space, search strategy). P-DARTS searches the DARTS cell space;
-#: NAS-Bench-201 cells are searched with DARTS.
+#: --space name -> (cell space, default search strategy). `--space pdarts` is the
+#: documented short form of `--space darts --strategy pdarts`.
 SEARCH_SPACES = {
     "darts": ("darts", "darts"),
     "pdarts": ("darts", "pdarts"),
     "nb201": ("nb201", "darts"),
 }
+STRATEGIES = ("darts", "pdarts")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "finishes in minutes on a CPU.",
     )
     p.add_argument("--space", choices=sorted(SEARCH_SPACES),
-                   help="search space / algorithm: darts, pdarts (DARTS cells) or nb201 "
-                   "(NAS-Bench-201 cells, DARTS) (default: darts)")
+                   help="cell space: darts or nb201 (NAS-Bench-201 cells); pdarts is short "
+                   "for --space darts --strategy pdarts (default: darts)")
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="search strategy: darts (one stage) or pdarts (progressive stages, "
+                   "op pruning; DARTS cells only) (default: darts, or pdarts with --space "
+                   "pdarts)")
     p.add_argument("--hardware", help=f"hardware profile ({', '.join(profile_names())}), "
                    "recorded in the run")
     p.add_argument("--dataset", choices=dataset_names(),
@@ -96,10 +101,23 @@ RESUME_FLAGS = {
 }
 
 
+def space_and_strategy(args: argparse.Namespace) -> tuple[str, str]:
+    """(cell space, strategy) from --space and --strategy; a strategy the space cannot run
+    is refused by `validate_config`."""
+    name = args.space or "darts"
+    space, strategy = SEARCH_SPACES[name]
+    if args.strategy is not None:
+        if name == "pdarts" and args.strategy != "pdarts":
+            raise InputError(f"--space pdarts means P-DARTS; for --strategy {args.strategy} "
+                             "on DARTS cells use --space darts")
+        strategy = args.strategy
+    return space, strategy
+
+
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     if args.extend:
         raise InputError("--extend continues a run: it needs --resume DIR")
-    space, strategy = SEARCH_SPACES[args.space or "darts"]
+    space, strategy = space_and_strategy(args)
     dataset = args.dataset or "digits"
     preset = args.preset or default_preset(dataset)
     cfg = preset_config(strategy, preset, space).with_overrides(
@@ -189,10 +207,14 @@ def _open_resume(args: argparse.Namespace) -> tuple[RunDir, SearchConfig, Any]:
     if not isinstance(saved.get("search"), dict):
         raise InputError(f"{run_dir.path} is not a search run (no 'search' in config.json)")
     cfg = SearchConfig.from_dict(saved["search"])
-    if args.space is not None and SEARCH_SPACES[args.space] != (cfg.space, cfg.strategy):
-        raise InputError(f"--space {args.space} conflicts with the run's space "
-                         f"{'pdarts' if cfg.strategy == 'pdarts' else cfg.space}: --resume "
-                         "continues a run with its own settings")
+    if args.space is not None or args.strategy is not None:
+        space, strategy = space_and_strategy(args)
+        if (args.space is not None and space != cfg.space) or strategy != cfg.strategy:
+            given = " ".join(f"--{k} {v}" for k, v in (("space", args.space),
+                                                       ("strategy", args.strategy)) if v)
+            raise InputError(f"{given} conflicts with the run's space {cfg.space} and "
+                             f"strategy {cfg.strategy}: --resume continues a run with its "
+                             "own settings")
     new_epochs = check_resume_flags(args, saved["search"], RESUME_FLAGS)
     if args.data_dir:  # the data may have moved; it is where the data is, not a setting
         cfg = cfg.with_overrides(data_dir=args.data_dir)

@@ -165,7 +165,8 @@ def validate_config(cfg: SearchConfig) -> None:
     if cfg.layers < 1:
         raise InputError(f"--layers (cells per stage) must be at least 1, got {cfg.layers}")
     if cfg.strategy == "pdarts" and cfg.space != "darts":
-        raise InputError(f"P-DARTS searches the darts cell space, not {cfg.space!r}")
+        raise InputError(f"P-DARTS runs on the darts cell space only (its final step limits "
+                         f"skip-connects in DARTS cells), not on {cfg.space!r}")
     if cfg.init_channels < 2 or cfg.init_channels % 2:
         raise InputError(f"--channels must be an even number >= 2, got {cfg.init_channels}")
     if cfg.latency_weight < 0:
