@@ -133,3 +133,13 @@ def threads_now() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+def use_default_threads() -> None:
+    """Set torch's thread count to `choose_threads()`; a count the user gave torch through
+    OMP_NUM_THREADS is theirs to keep."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    torch.set_num_threads(choose_threads().threads)

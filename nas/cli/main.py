@@ -8,7 +8,6 @@ code 2, never a traceback; an interrupted long job tells how to resume it.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -25,6 +24,7 @@ from nas.cli import (
     retrain,
     search,
 )
+from nas.threads import use_default_threads
 from search_spaces.errors import InputError
 
 COMMANDS = {
@@ -40,8 +40,13 @@ COMMANDS = {
 }
 
 
-#: commands that train networks or models, whose thread count matters
-TRAINING_COMMANDS = frozenset({"search", "retrain", "predictor"})
+def _starts_training(args: argparse.Namespace) -> bool:
+    """A command that trains and has no thread count yet: a resumed run takes the count
+    it was started with (`nas.cli.resume.resume_threads`), and `predictor eval` trains
+    nothing, so neither pays for sampling the machine's load."""
+    if args.command == "predictor":
+        return args.action == "train"
+    return args.command in ("search", "retrain") and not args.resume
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -76,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.threads is not None:
             _set_threads(args.threads)
-        elif args.command in TRAINING_COMMANDS:
-            _default_threads()
+        elif _starts_training(args):
+            use_default_threads()
         return int(args.run(args) or 0)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -94,16 +99,6 @@ def _set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-
-
-def _default_threads() -> None:
-    """Never more threads than there are cores free for them (nas/threads.py); a thread
-    count the user gave torch through OMP_NUM_THREADS is theirs to keep."""
-    if os.environ.get("OMP_NUM_THREADS"):
-        return
-    from nas.threads import choose_threads
-
-    _set_threads(choose_threads().threads)
 
 
 if __name__ == "__main__":

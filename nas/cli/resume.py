@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nas.run_dir import RunDir
+from nas.threads import use_default_threads
 from search_spaces.errors import InputError
 
 #: config.json key holding the thread count a run was started with
@@ -82,9 +83,12 @@ def check_resume_flags(args: argparse.Namespace, saved: Mapping[str, Any],
 
 
 def resume_threads(args: argparse.Namespace, saved_config: Mapping[str, Any]) -> None:
-    """Use the thread count the run was started with, unless --threads overrides it."""
+    """Use the thread count the run was started with, unless --threads overrides it; a run
+    that recorded none (an older version) gets the default choice."""
     recorded = saved_config.get(THREADS_KEY)
     if not isinstance(recorded, int) or recorded < 1:
+        if getattr(args, "threads", None) is None:
+            use_default_threads()
         return
     if getattr(args, "threads", None) is None:
         import torch
