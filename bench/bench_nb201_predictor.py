@@ -46,7 +46,8 @@ from latency.predictor.baselines import BASELINES, make_baseline
 from latency.predictor.features import layout_for_space
 from latency.predictor.metrics import report
 from latency.predictor.mlp import LatencyMLP, MLPConfig
-from search_spaces.nb201 import NB201_SPACE, computation_key
+from search_spaces.nb201 import computation_key
+from search_spaces.nb201_space import NB201_SPACE
 
 DEFAULT_DATA = Path("/work/shared/data/nb201-latency/nb201_latency.csv")
 OUT = Path(__file__).with_name("results_nb201_predictor.json")

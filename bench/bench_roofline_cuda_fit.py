@@ -32,7 +32,7 @@ import torch
 
 from latency.hardware import HardwareProfile, parse_profile
 from latency.predictor.metrics import report
-from latency.simulate import fit_efficiency, nb201_deployed_network, simulate_latency, with_specs
+from latency.simulate import deployed_network, fit_efficiency, simulate_latency, with_specs
 from search_spaces.nb201 import parse_arch
 
 DEFAULT_DATA = Path("/work/shared/data/nb201-latency/nb201_latency.csv")
@@ -68,7 +68,7 @@ TITAN_RTX = {
 
 
 def simulate(arch: str, profile: HardwareProfile) -> float:
-    model, shape = nb201_deployed_network(parse_arch(arch), profile)
+    model, shape = deployed_network(parse_arch(arch), profile)
     return simulate_latency(model, shape, profile).ms
 
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     samples = []
     for r in train:
-        model, shape = nb201_deployed_network(parse_arch(r["arch"]), profile)
+        model, shape = deployed_network(parse_arch(r["arch"]), profile)
         samples.append({"name": r["arch"], "model": model, "input_shape": shape,
                         "latency_ms": float(r[COLUMN])})
     fit = fit_efficiency(samples, profile, fit=FITTED)

@@ -39,10 +39,7 @@ def ensure_imported_profile(name: str, kind: str, device: str, space: str
             raise
     if kind not in KINDS:
         raise InputError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
-    network = ({"dataset": "cifar10", "input": [3, 32, 32], "layers": 15, "channels": 16,
-                "num_classes": 10} if space == "nb201" else
-               {"dataset": "cifar10", "input": [3, 32, 32], "layers": 20, "channels": 36,
-                "num_classes": 10})
+    network = get_space(space).profile_network()
     data: dict[str, Any] = {
         "name": name, "kind": kind, "source": "imported", "device": device,
         "notes": f"created by `nas profile import` for {space} measurements made elsewhere",

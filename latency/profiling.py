@@ -29,16 +29,15 @@ from tqdm import tqdm
 
 from latency.hardware import HardwareProfile
 from latency.samples import SampleWriter, arch_field, now_iso, shard_ids
+from search_spaces.base import SearchSpace
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype
 from search_spaces.genotype_library import DARTS_V2
-from search_spaces.space import DartsSpace
 
 #: heavy-op share per sample id modulo 5: None = uniform over the op set.
 STRATA: tuple[float | None, ...] = (None, 0.15, None, 0.85, None)
 
 
-def sample_genotype(space: DartsSpace, seed: int, k: int) -> Genotype:
+def sample_genotype(space: SearchSpace[Any], seed: int, k: int) -> Any:
     rng = np.random.default_rng([seed, k])
     return space.sample(rng, STRATA[k % len(STRATA)])
 
@@ -87,13 +86,13 @@ def reference_drift(refs: list[float]) -> dict[str, float] | None:
             "p95_ms": float(hi), "range_5_95": float((hi - lo) / med)}
 
 
-def _deployed(genotype: Genotype, profile: HardwareProfile) -> tuple[Any, tuple[int, ...]]:
+def _deployed(genotype: Any, profile: HardwareProfile) -> tuple[Any, tuple[int, ...]]:
     from latency.simulate import deployed_network
 
     return deployed_network(genotype, profile)
 
 
-def _row(k: int, seed: int, space: DartsSpace, genotype: Any, profile: HardwareProfile,
+def _row(k: int, seed: int, space: SearchSpace[Any], genotype: Any, profile: HardwareProfile,
          latency_ms: float, extra: dict[str, Any]) -> dict[str, Any]:
     m = profile.measurement
     return {
@@ -109,7 +108,7 @@ def _row(k: int, seed: int, space: DartsSpace, genotype: Any, profile: HardwareP
 
 def profile_hardware(
     profile: HardwareProfile,
-    space: DartsSpace,
+    space: SearchSpace[Any],
     out: str | Path,
     samples: int,
     seed: int = 0,
@@ -163,7 +162,7 @@ def profile_hardware(
     return summary
 
 
-def _simulate(genotype: Genotype, profile: HardwareProfile) -> tuple[float, dict[str, Any]]:
+def _simulate(genotype: Any, profile: HardwareProfile) -> tuple[float, dict[str, Any]]:
     from latency.simulate import simulate_genotype
 
     sim = simulate_genotype(genotype, profile)
@@ -182,13 +181,13 @@ def profile_runner(profile: HardwareProfile, model: Any, shape: Any,
 
 
 def _measurer(profile: HardwareProfile, timing: Any, reference: Any
-              ) -> Callable[[list[Genotype]], list[tuple[float, dict[str, Any]]]]:
+              ) -> Callable[[list[Any]], list[tuple[float, dict[str, Any]]]]:
     """Times a group of genotypes interleaved with the `reference` runner."""
     from latency.measure import fingerprint, measure_many
 
     fp = fingerprint()
 
-    def measure(genotypes: list[Genotype]) -> list[tuple[float, dict[str, Any]]]:
+    def measure(genotypes: list[Any]) -> list[tuple[float, dict[str, Any]]]:
         runners = []
         for g in genotypes:
             model, shape = _deployed(g, profile)

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from search_spaces.base import SearchSpace
 from search_spaces.errors import InputError
 from search_spaces.fileio import atomic_write_bytes, read_json_lines
 
@@ -174,11 +175,10 @@ def merge_samples(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLik
     return len(rows), total - len(rows)
 
 
-def arch_field(space: Any, arch: Any) -> Any:
-    """`arch` as a row stores it: the space's text form where it has one (NB201's benchmark
-    string, which published data use too), else its JSON object (a DARTS genotype).
-    `space.parse` reads either back."""
-    return space.format(arch) if hasattr(space, "format") else arch.to_dict()
+def arch_field(space: SearchSpace[Any], arch: Any) -> Any:
+    """`arch` as a row stores it (`SearchSpace.row_form`: NB201's benchmark string, which
+    published data use too; a DARTS genotype's JSON object); `space.parse` reads it back."""
+    return space.row_form(arch)
 
 
 def latencies(rows: Iterable[dict[str, Any]]) -> list[float]:

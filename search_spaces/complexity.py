@@ -1,4 +1,5 @@
-"""Parameter and multiply-accumulate (MAC) counts for any `nn.Module`.
+"""Parameter, multiply-accumulate (MAC), addition and bit-operation counts for any
+`nn.Module`.
 
 Used by ``nas info`` and reports, and checked against the DARTS / P-DARTS tables, which
 count parameters without the auxiliary head (``"auxiliary" not in name`` in DARTS's
@@ -6,9 +7,10 @@ count parameters without the auxiliary head (``"auxiliary" not in name`` in DART
 so whatever path the network's ``forward`` takes (drop-path off, auxiliary head skipped in
 eval mode) is what gets counted, and nothing has to mirror the architecture by hand.
 
-Counting is per module type through a registry, so op families with their own layers
-(adder, quantized, binary) can say what one of their calls costs without this module
-knowing about them::
+What one call of a layer costs is its `LayerSpec` (`layer_spec.py`), the registry the
+latency simulator reads too, so op families with their own layers (adder, quantized,
+binary) describe them once, usually in their `OpSpec.layers`. `register_mac_counter` is
+the older single-field form, kept for code that only counts MACs::
 
     @register_mac_counter(AdderConv2d)
     def _adder_macs(module, inputs, output) -> int:
@@ -17,19 +19,29 @@ knowing about them::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-#: Counter signature: (module, forward inputs tuple, forward output) -> MACs of that call.
-MacCounter = Callable[[nn.Module, tuple[Any, ...], Any], int]
+from search_spaces.layer_spec import (
+    LAYER_SPECS,
+    CallCounter,
+    LayerSpec,
+    check_module_types,
+    find_layer_spec,
+    register_layer,
+    update_layer,
+)
 
-#: Registry of counters by module type. Lookup walks the type's MRO, so a subclass of
-#: `nn.Conv2d` is counted as a convolution unless it registers a counter of its own.
-MAC_COUNTERS: dict[type[nn.Module], MacCounter] = {}
+#: Counter signature: (module, forward inputs tuple, forward output) -> MACs of that call.
+MacCounter = CallCounter
+
+#: The layer-spec registry under its old name (module type -> `LayerSpec`, no longer a
+#: bare counter); code that saves and restores it around a test keeps working.
+MAC_COUNTERS = LAYER_SPECS
 
 
 def register_mac_counter(
@@ -37,19 +49,19 @@ def register_mac_counter(
 ) -> Callable[[MacCounter], MacCounter]:
     """Decorator registering `fn` as the MAC counter of one or more module types.
 
-    A module with a counter owns its whole subtree: its children are not hooked, so a
-    composite op can report its cost once without its inner convs being added again.
-    Registering a type again replaces its counter.
+    Sets `count` of the type's own `LayerSpec`, created from the nearest registered base
+    class's spec (so a Conv2d subclass stays a conv for the simulator), or a new spec
+    with defaults (kind "custom", 32-bit) when there is none. A module with a spec owns
+    its whole subtree: its children are not hooked, so a composite op can report its cost
+    once without its inner convs being added again. Registering a type again replaces
+    its counter.
     """
-    if not module_types:
-        raise TypeError("register_mac_counter needs at least one module type")
-    for t in module_types:
-        if not (isinstance(t, type) and issubclass(t, nn.Module)):
-            raise TypeError(f"register_mac_counter expects nn.Module subclasses, got {t!r}")
+    check_module_types(module_types, "register_mac_counter")
 
     def decorator(fn: MacCounter) -> MacCounter:
         for t in module_types:
-            MAC_COUNTERS[t] = fn
+            if update_layer(t, count=fn) is None:
+                register_layer(LayerSpec(count=fn), t)
         return fn
 
     return decorator
@@ -57,31 +69,28 @@ def register_mac_counter(
 
 def find_mac_counter(module: nn.Module) -> MacCounter | None:
     """The counter for `module`'s type (or the nearest registered base class), or None."""
-    for cls in type(module).__mro__:
-        fn = MAC_COUNTERS.get(cls)
-        if fn is not None:
-            return fn
-    return None
+    spec = find_layer_spec(module)
+    return None if spec is None else spec.count
 
 
-@register_mac_counter(nn.Conv1d, nn.Conv2d, nn.Conv3d)
-def _conv_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    """out elements x (in_channels / groups) x kernel volume; bias adds are not counted.
+@dataclass(frozen=True)
+class OpCounts:
+    """The work of one forward pass of a single sample.
 
-    Dilation and padding do not change this: each output element is still one dot product
-    of length (in_channels / groups) x prod(kernel_size).
+    - `macs`: multiply-accumulates (as `count_macs`).
+    - `additions`: add-only work of adder-type layers (`LayerSpec.additions`); the
+      additions inside multiply-accumulates, cell sums and BN are not in it, so a plain
+      conv network has 0.
+    - `bops`: bit-operations, sum over layers of MACs x weight_bits x act_bits: the BOPs
+      low-bit papers compare (an fp32 MAC is 1024 of them, a 1-bit x 1-bit one 1).
+      Additions are not included.
+    - `params`: parameter elements (as `count_parameters`).
     """
-    assert isinstance(module, nn.modules.conv._ConvNd)
-    kernel = math.prod(module.kernel_size)
-    return output.numel() * (module.in_channels // module.groups) * kernel
 
-
-@register_mac_counter(nn.Linear)
-def _linear_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    """in_features x out_features per row; rows are all leading dimensions of the output."""
-    assert isinstance(module, nn.Linear)
-    rows = output.numel() // module.out_features if module.out_features else 0
-    return module.in_features * module.out_features * rows
+    macs: int
+    additions: int
+    bops: int
+    params: int
 
 
 def _excluded(name: str, prefixes: Sequence[str]) -> bool:
@@ -121,21 +130,18 @@ def _example_input(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor
     return torch.zeros((1, *input_shape), device=device, dtype=dtype)
 
 
-def count_macs(
+#: Called once per call of a module that owns its cost.
+_OnCall = Callable[[LayerSpec, nn.Module, tuple[Any, ...], Any], None]
+
+
+def _visit_owned_calls(
     model: nn.Module,
     input_shape: Sequence[int],
-    exclude_prefixes: Sequence[str] = ("auxiliary",),
-) -> int:
-    """Multiply-accumulates of one forward pass of a single sample.
-
-    `input_shape` is the shape of ONE sample without the batch dimension, e.g.
-    ``(3, 32, 32)``; the pass uses a batch of 1 (zeros) in eval mode under `no_grad`, so
-    BN statistics are untouched and drop-path / auxiliary heads behave as in deployment.
-    Every module's training flag is restored afterwards. Modules whose qualified name
-    starts with an excluded prefix are not counted; types without a registered counter
-    count 0. The forward's output (tensor or tuple) is ignored. A module called several
-    times in one forward is counted at every call.
-    """
+    exclude_prefixes: Sequence[str],
+    on_call: _OnCall,
+) -> None:
+    """Run one forward pass and report every call of a module that has a layer spec
+    (outermost only: a spec owns its subtree). See `count_macs` for the pass."""
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
     shape = tuple(int(s) for s in input_shape)
@@ -143,14 +149,12 @@ def count_macs(
         raise ValueError(f"input_shape must be positive sizes without the batch, got {shape}")
     prefixes = _check_prefixes(exclude_prefixes)
 
-    total = 0
     handles: list[torch.utils.hooks.RemovableHandle] = []
-    owned: list[str] = []  # subtrees already covered by a registered (composite) counter
+    owned: list[str] = []  # subtrees already covered by a registered (composite) layer
 
-    def make_hook(fn: MacCounter) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+    def make_hook(spec: LayerSpec) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
         def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-            nonlocal total
-            total += int(fn(module, inputs, output))
+            on_call(spec, module, inputs, output)
 
         return hook
 
@@ -159,10 +163,10 @@ def count_macs(
             continue
         if any(name.startswith(o + ".") or o == "" for o in owned):
             continue
-        fn = find_mac_counter(module)
-        if fn is None:
+        spec = find_layer_spec(module)
+        if spec is None:
             continue
-        handles.append(module.register_forward_hook(make_hook(fn)))
+        handles.append(module.register_forward_hook(make_hook(spec)))
         owned.append(name)
 
     modes = [(m, m.training) for m in model.modules()]
@@ -175,4 +179,62 @@ def count_macs(
             h.remove()
         for m, mode in modes:
             m.training = mode
+
+
+def count_macs(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    exclude_prefixes: Sequence[str] = ("auxiliary",),
+) -> int:
+    """Multiply-accumulates of one forward pass of a single sample.
+
+    `input_shape` is the shape of ONE sample without the batch dimension, e.g.
+    ``(3, 32, 32)``; the pass uses a batch of 1 (zeros) in eval mode under `no_grad`, so
+    BN statistics are untouched and drop-path / auxiliary heads behave as in deployment.
+    Every module's training flag is restored afterwards. Modules whose qualified name
+    starts with an excluded prefix are not counted; types without a layer spec count 0.
+    The forward's output (tensor or tuple) is ignored. A module called several times in
+    one forward is counted at every call.
+    """
+    total = 0
+
+    def add(spec: LayerSpec, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal total
+        total += int(spec.count(module, inputs, output))
+
+    _visit_owned_calls(model, input_shape, exclude_prefixes, add)
     return total
+
+
+def count_ops(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    exclude_prefixes: Sequence[str] = ("auxiliary",),
+) -> OpCounts:
+    """MACs, additions, bit-operations and parameters of one forward pass of a single
+    sample (see `OpCounts`); the pass and the exclusions are those of `count_macs`, whose
+    result equals `macs` here."""
+    macs = additions = bops = 0
+
+    def add(spec: LayerSpec, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        nonlocal macs, additions, bops
+        m = int(spec.count(module, inputs, output))
+        macs += m
+        additions += spec.additions_of(module, inputs, output)
+        bops += m * spec.weight_bits_of(module) * spec.act_bits_of(module)
+
+    _visit_owned_calls(model, input_shape, exclude_prefixes, add)
+    return OpCounts(macs=macs, additions=additions, bops=bops,
+                    params=count_parameters(model, exclude_prefixes))
+
+
+__all__ = [
+    "MAC_COUNTERS",
+    "MacCounter",
+    "OpCounts",
+    "count_macs",
+    "count_ops",
+    "count_parameters",
+    "find_mac_counter",
+    "register_mac_counter",
+]

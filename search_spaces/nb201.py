@@ -93,12 +93,38 @@ def _conv_builder(kernel: int):
     return build
 
 
-# The DARTS registry already holds none / skip_connect / avg_pool_3x3 with the same
-# meaning as NAS-Bench-201's (Zero, Identity, AvgPool2d(3, 1, 1, count_include_pad=False)),
-# so only the two plain convolutions are new.
+# The supernet forms import supernet_ops when called, so this registration block needs
+# no imports beyond the registry's.
+def _batched_conv(kernel: int):
+    def batched(C: int, stride: int, n: int):
+        from search_spaces.supernet_ops import BatchedReLUConvBN
+
+        return BatchedReLUConvBN(C, stride, n, kernel)
+
+    return batched
+
+
+def _batched_avg_pool(C: int, stride: int, n: int):
+    from search_spaces.supernet_ops import SharedPool
+
+    pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
+    return SharedPool(pool, C, n, bn=False)
+
+
+#: Namespace of the op specs NB201 gives a meaning of its own (`search_spaces.op_spec`).
+NB201_NAMESPACE = "nb201"
+
+# none / skip_connect are the shared (DARTS) specs: the same modules as NAS-Bench-201's.
+# The two plain convolutions are new, and heavy (they hold a cell's parameters and most
+# of its compute). avg_pool_3x3 is DARTS's module too, but NB201's search cells put no
+# BN after it, so its supernet form is NB201's own. A module reload must not fail.
 for _k in (1, 3):
-    if f"nor_conv_{_k}x{_k}" not in op_names():  # a module reload must not fail
-        register_op(f"nor_conv_{_k}x{_k}")(_conv_builder(_k))
+    if f"nor_conv_{_k}x{_k}" not in op_names():
+        register_op(f"nor_conv_{_k}x{_k}", batched=_batched_conv(_k), family="conv",
+                    heavy=True)(_conv_builder(_k))
+if "avg_pool_3x3" not in op_names(NB201_NAMESPACE):
+    register_op("avg_pool_3x3", namespace=NB201_NAMESPACE, batched=_batched_avg_pool,
+                family="pool")(lambda C, s, affine: build_op("avg_pool_3x3", C, s, affine))
 
 
 # --------------------------------------------------------------------- architectures
@@ -438,147 +464,3 @@ class Nb201Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.global_pooling(self.lastact(self.cells(self.stem(x))))
         return self.classifier(out.flatten(1))
-
-
-# ------------------------------------------------------------------------------ space
-
-#: Operations with parameters and most of the compute; profiling strata vary their share.
-NB201_HEAVY_OPS = frozenset({"nor_conv_1x1", "nor_conv_3x3"})
-
-EdgeOpsMap = Mapping[str, Sequence[Sequence[str]]]
-
-
-@dataclass(frozen=True)
-class Nb201Space:
-    """The NAS-Bench-201 space object (one cell type, "normal", shared by every cell).
-
-    Method names and signatures follow `DartsSpace`, so the search driver, profiling and
-    the latency loss take either space.
-    """
-
-    name: str = "nb201"
-    op_names: tuple[str, ...] = NB201_OPS
-    num_edges: int = NUM_EDGES
-    edges: tuple[tuple[int, int], ...] = NB201_EDGES
-
-    @property
-    def cell_types(self) -> tuple[str, ...]:
-        return ("normal",)
-
-    @property
-    def encoding_size(self) -> int:
-        return ENCODING_SIZE
-
-    @property
-    def encoding_layout(self) -> dict[str, tuple[int, int]]:
-        return dict(ENCODING_LAYOUT)
-
-    def parse(self, arch: str | Mapping[str, Any]) -> Nb201Arch:
-        """An arch from its stored form: the benchmark string, or `Nb201Arch.to_dict()`."""
-        if isinstance(arch, Mapping):
-            return arch_from_dict(arch)
-        return parse_arch(arch)
-
-    def format(self, arch: Nb201Arch | Sequence[str]) -> str:
-        return format_arch(arch)
-
-    def save(self, arch: Nb201Arch, path: str | os.PathLike[str]) -> Path:
-        return save_arch(arch, path)
-
-    def equivalents(self, arch: Nb201Arch | str, limit: int | None = None
-                    ) -> tuple[Nb201Arch, ...]:
-        """Other cells computing the same thing (`equivalent_archs`; at most 7 exist)."""
-        found = equivalent_archs(arch)
-        return found if limit is None else found[:limit]
-
-    # -- networks -------------------------------------------------------------------
-
-    def full_edge_ops(self) -> dict[str, list[list[str]]]:
-        """Every op on every edge (the unpruned space)."""
-        return {"normal": [list(NB201_OPS) for _ in range(NUM_EDGES)]}
-
-    def build_supernet(
-        self,
-        C: int,
-        layers: int,
-        num_classes: int,
-        in_channels: int = 3,
-        edge_ops: EdgeOpsMap | None = None,
-    ) -> nn.Module:
-        """The search network; `layers` is N, the cells per stage (3N cells in all)."""
-        from search_spaces.nb201_supernet import Nb201SuperNet
-
-        return Nb201SuperNet(
-            C, layers, num_classes,
-            edge_ops if edge_ops is not None else self.full_edge_ops(),
-            in_channels=in_channels,
-        )
-
-    def build_network(
-        self, arch: Nb201Arch | str | Sequence[str], C: int = BENCHMARK_CHANNELS,
-        N: int = BENCHMARK_CELLS_PER_STAGE, num_classes: int = 10, in_channels: int = 3,
-    ) -> Nb201Network:
-        return Nb201Network(_as_arch(arch), C=C, N=N, num_classes=num_classes,
-                            in_channels=in_channels)
-
-    # -- encoding -------------------------------------------------------------------
-
-    def encode(self, arch: Nb201Arch | str | Sequence[str]) -> np.ndarray:
-        return encode(arch)
-
-    def encode_weights(
-        self,
-        weights: torch.Tensor | Mapping[str, torch.Tensor],
-        edge_ops: EdgeOpsMap | None = None,
-    ) -> torch.Tensor:
-        return encode_weights(weights, edge_ops)
-
-    # -- sampling and derivation ----------------------------------------------------
-
-    def sample(self, rng: np.random.Generator, heavy_share: float | None = None) -> Nb201Arch:
-        """A random cell: uniform over all 15,625 when `heavy_share` is None.
-
-        A number draws a convolution (the ops with parameters and most of the compute)
-        with that probability per edge, so profiling covers cells with few and with many
-        of them, the extremes of latency (as `DartsSpace.sample` does).
-        """
-        if heavy_share is None:
-            return Nb201Arch(
-                tuple(NB201_OPS[k] for k in rng.integers(NUM_OPS, size=NUM_EDGES))
-            )
-        heavy = [o for o in NB201_OPS if o in NB201_HEAVY_OPS]
-        light = [o for o in NB201_OPS if o not in NB201_HEAVY_OPS]
-        ops = []
-        for _ in range(NUM_EDGES):
-            pool = heavy if rng.random() < heavy_share else light
-            ops.append(pool[rng.integers(len(pool))])
-        return Nb201Arch(tuple(ops))
-
-    def derive(
-        self,
-        weights: torch.Tensor | np.ndarray | Mapping[str, torch.Tensor | np.ndarray],
-        edge_ops: EdgeOpsMap | None = None,
-    ) -> Nb201Arch:
-        """The strongest op per edge, `none` included (NB201 keeps every edge; this is
-        the benchmark's DARTS baseline). `weights` is (6, k), or {"normal": (6, k)} as
-        the search driver passes it; `edge_ops` names the k columns of each edge
-        (default: `NB201_OPS`)."""
-        if isinstance(weights, Mapping):
-            if set(weights) != {"normal"}:
-                raise InputError(
-                    f"NB201 weights have one cell type 'normal', got {sorted(weights)}"
-                )
-            weights = weights["normal"]
-        w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights
-        w = np.asarray(w)
-        names = (list(edge_ops["normal"]) if edge_ops is not None
-                 else [NB201_OPS] * NUM_EDGES)
-        width = len(names[0]) if len(names) == NUM_EDGES else -1
-        if w.shape != (NUM_EDGES, width):
-            raise InputError(
-                f"NB201 weights must have shape ({NUM_EDGES}, {width}), got {w.shape}"
-            )
-        return Nb201Arch(tuple(names[e][k] for e, k in enumerate(w.argmax(axis=1))))
-
-
-NB201_SPACE = Nb201Space()

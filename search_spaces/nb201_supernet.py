@@ -10,7 +10,9 @@ Candidate ops are the benchmark's, with the search network's affine-free BN insi
 convolutions. Pooling gets no BN after it (the DARTS search network adds one; NB201's
 search cells do not), so a supernet whose alphas are one-hot computes exactly the
 discrete cell: `discrete_network` hands its weights to an `Nb201Network` (weight
-inheritance) and the tests check the two outputs agree.
+inheritance) and the tests check the two outputs agree. That difference is NB201's own
+`avg_pool_3x3` spec in namespace "nb201" (registered in `nb201.py`), which the cells
+pass to `SourceEdges`; every other name means what the shared (DARTS) spec says.
 
 The edges leaving one node are computed together (`SourceEdges`, shared with the DARTS
 supernet): ReLU, pooling and identity once per node, both convolutions of all its
@@ -27,6 +29,7 @@ from torch import nn
 
 from search_spaces.nb201 import (
     NB201_EDGES,
+    NB201_NAMESPACE,
     NB201_OPS,
     NUM_EDGES,
     NUM_NODES,
@@ -35,57 +38,12 @@ from search_spaces.nb201 import (
     Nb201Network,
     stage_layers,
 )
+from search_spaces.op_spec import op_spec
 from search_spaces.ops import ReLUConvBN, check_op_names
 from search_spaces.supernet import ArchParameters, SourceEdges
-from search_spaces.supernet_ops import (
-    EdgeBatchOp,
-    SourceCache,
-    build_edge_batch,
-)
+from search_spaces.supernet_ops import BatchedReLUConvBN
 
 EdgeOps = Sequence[Sequence[str]]
-CONV_KERNELS = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
-
-
-class BatchedReLUConvBN(EdgeBatchOp):
-    """ReLU -> k x k conv -> BN(affine=False) for n edges: one conv with n*C outputs.
-
-    Slice [e*C, (e+1)*C) of the weight is edge e's C x C conv; its fan-in (and so
-    PyTorch's default initialisation) is that of the per-edge conv.
-    """
-
-    def __init__(self, C: int, stride: int, n: int, kernel: int) -> None:
-        super().__init__(n)
-        self.C = C
-        self.conv = nn.Conv2d(C, n * C, kernel, stride, kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(n * C, affine=False)
-
-    def forward(self, cache: SourceCache) -> torch.Tensor:
-        h = self.bn(self.conv(cache.relu()))
-        N, _, H, W = h.shape
-        return h.view(N, self.n, self.C, H, W)
-
-
-class SharedAvgPool(EdgeBatchOp):
-    """NB201's avg_pool_3x3 (no BN after it), computed once for all edges of a node."""
-
-    shared = True
-
-    def __init__(self, stride: int, n: int) -> None:
-        super().__init__(n)
-        self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-
-    def forward(self, cache: SourceCache) -> torch.Tensor:
-        return self.pool(cache.x)
-
-
-def build_nb201_edge_batch(name: str, C: int, stride: int, n: int) -> EdgeBatchOp:
-    """The supernet form of NB201 op `name` for n edges leaving one node."""
-    if name in CONV_KERNELS:
-        return BatchedReLUConvBN(C, stride, n, CONV_KERNELS[name])
-    if name == "avg_pool_3x3":
-        return SharedAvgPool(stride, n)
-    return build_edge_batch(name, C, stride, n)  # skip_connect: shared identity
 
 
 class Nb201SearchCell(nn.Module):
@@ -99,7 +57,7 @@ class Nb201SearchCell(nn.Module):
         for source in range(NUM_NODES - 1):
             ids = [e for e, (i, _) in enumerate(NB201_EDGES) if i == source]
             self.sources.append(
-                SourceEdges(C, 1, ids, edge_ops, num_columns, build=build_nb201_edge_batch)
+                SourceEdges(C, 1, ids, edge_ops, num_columns, namespace=NB201_NAMESPACE)
             )
             self._targets.append([NB201_EDGES[e][1] for e in ids])
 
@@ -209,12 +167,14 @@ class Nb201SuperNet(ArchParameters, nn.Module):
 
 def _copy_cell(search: Nb201SearchCell, cell: nn.Module, arch: Nb201Arch) -> None:
     for e, op in enumerate(arch.ops):
-        if op not in CONV_KERNELS:
-            continue  # none / skip / pooling carry no state
         source_index = NB201_EDGES[e][0]
         source: SourceEdges = search.sources[source_index]  # type: ignore[assignment]
+        if op_spec(op, NB201_NAMESPACE).zero:
+            continue  # never computed
         k = source.op_names.index(op)
-        batched: BatchedReLUConvBN = source.ops[k]  # type: ignore[assignment]
+        batched = source.ops[k]
+        if not isinstance(batched, BatchedReLUConvBN):
+            continue  # skip / pooling carry no state
         edge_ids = [i for i, (s, _) in enumerate(NB201_EDGES) if s == source_index]
         p = int((getattr(source, f"pos_{k}") == edge_ids.index(e)).nonzero()[0, 0])
         rows = slice(p * batched.C, (p + 1) * batched.C)
@@ -233,4 +193,4 @@ def _copy_cell(search: Nb201SearchCell, cell: nn.Module, arch: Nb201Arch) -> Non
         bn.bias.zero_()
 
 
-__all__ = ["Nb201SuperNet", "Nb201SearchCell", "BatchedReLUConvBN", "build_nb201_edge_batch"]
+__all__ = ["Nb201SuperNet", "Nb201SearchCell", "BatchedReLUConvBN"]

@@ -1,25 +1,36 @@
-"""Candidate operations and the registry that maps a stable name to a builder.
+"""Candidate operations: the DARTS modules, and the registration helpers of old.
 
 Every builder has the signature `(C, stride, affine) -> nn.Module` and maps a tensor of
 C channels to C channels (spatially subsampled when stride is 2). The names of the eight
 DARTS primitives are the published ones, so published genotypes paste in unchanged.
 The modules follow the DARTS reference layer for layer, because parameter counts and
 multiply-accumulates are checked against the papers' tables.
+
+What an operation *is* (builder, supernet form, family, heavy flag, layer costs) lives in
+one `OpSpec` (`op_spec.py`); the DARTS primitives' specs are registered in
+`darts_ops.py`. `register_op` / `build_op` / `op_names` / `check_op_names` are kept
+here because spaces and tests import them from this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.errors import UnknownOperationError
-
-OpBuilder = Callable[[int, int, bool], nn.Module]
-
-_REGISTRY: dict[str, OpBuilder] = {}
+from search_spaces.layer_spec import LayerSpec
+from search_spaces.op_spec import (
+    SHARED,
+    BatchedBuilder,
+    OpBuilder,
+    OpSpec,
+    check_op_names,
+    op_names,
+    op_spec,
+    register_op_spec,
+)
 
 #: The DARTS primitives in their published order; genotypes store these names.
 DARTS_PRIMITIVES: tuple[str, ...] = (
@@ -34,37 +45,36 @@ DARTS_PRIMITIVES: tuple[str, ...] = (
 )
 
 
-def register_op(name: str) -> Callable[[OpBuilder], OpBuilder]:
-    """Register a builder under `name`; a name can be registered once."""
+def register_op(
+    name: str,
+    *,
+    namespace: str = SHARED,
+    batched: BatchedBuilder | None = None,
+    family: str = "",
+    heavy: bool = False,
+    zero: bool = False,
+    supernet_bn: bool = False,
+    layers: Mapping[type[nn.Module], LayerSpec] | None = None,
+) -> Callable[[OpBuilder], OpBuilder]:
+    """Decorator form of `register_op_spec` for a builder: the keywords are the other
+    `OpSpec` fields, so a bare `@register_op("name")` gives a spec with defaults (run per
+    edge in the supernet, family read from the name, not heavy). A (namespace, name)
+    pair can be registered once."""
 
     def decorate(builder: OpBuilder) -> OpBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"operation {name!r} is already registered")
-        _REGISTRY[name] = builder
+        register_op_spec(OpSpec(
+            name, builder, batched=batched, family=family, heavy=heavy, zero=zero,
+            supernet_bn=supernet_bn, layers=dict(layers or {}), namespace=namespace,
+        ))
         return builder
 
     return decorate
 
 
-def op_names() -> list[str]:
-    """All registered operation names."""
-    return list(_REGISTRY)
-
-
-def check_op_names(names: Sequence[str], allowed: Sequence[str] | None = None) -> None:
-    """Raise UnknownOperationError for the first name not in `allowed` (default: registry)."""
-    valid = list(_REGISTRY) if allowed is None else list(allowed)
-    for name in names:
-        if name not in valid:
-            raise UnknownOperationError(
-                f"unknown operation {name!r}; known operations: {', '.join(valid)}"
-            )
-
-
-def build_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:
-    """Build the operation `name` for C channels."""
-    check_op_names([name])
-    return _REGISTRY[name](C, stride, affine)
+def build_op(name: str, C: int, stride: int, affine: bool = True,
+             namespace: str = SHARED) -> nn.Module:
+    """Build the discrete operation `name` for C channels."""
+    return op_spec(name, namespace).build(C, stride, affine)
 
 
 # --------------------------------------------------------------------------- modules
@@ -163,48 +173,17 @@ def shift_one_pixel(x: torch.Tensor) -> torch.Tensor:
     return x[:, :, 1:, 1:]
 
 
-# ------------------------------------------------------------------- DARTS registry
-
-
-@register_op("none")
-def _none(C: int, stride: int, affine: bool) -> nn.Module:
-    return Zero(stride)
-
-
-@register_op("avg_pool_3x3")
-def _avg_pool(C: int, stride: int, affine: bool) -> nn.Module:
-    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-
-
-@register_op("max_pool_3x3")
-def _max_pool(C: int, stride: int, affine: bool) -> nn.Module:
-    return nn.MaxPool2d(3, stride=stride, padding=1)
-
-
-@register_op("skip_connect")
-def _skip(C: int, stride: int, affine: bool) -> nn.Module:
-    return Identity() if stride == 1 else FactorizedReduce(C, C, affine)
-
-
-@register_op("sep_conv_3x3")
-def _sep3(C: int, stride: int, affine: bool) -> nn.Module:
-    return SepConv(C, C, 3, stride, 1, affine)
-
-
-@register_op("sep_conv_5x5")
-def _sep5(C: int, stride: int, affine: bool) -> nn.Module:
-    return SepConv(C, C, 5, stride, 2, affine)
-
-
-@register_op("dil_conv_3x3")
-def _dil3(C: int, stride: int, affine: bool) -> nn.Module:
-    return DilConv(C, C, 3, stride, 2, 2, affine)
-
-
-@register_op("dil_conv_5x5")
-def _dil5(C: int, stride: int, affine: bool) -> nn.Module:
-    return DilConv(C, C, 5, stride, 4, 2, affine)
-
-
-#: Ops whose supernet version is followed by a parameter-free BN (DARTS model_search).
-POOLING_OPS = frozenset({"max_pool_3x3", "avg_pool_3x3"})
+__all__ = [
+    "DARTS_PRIMITIVES",
+    "DilConv",
+    "FactorizedReduce",
+    "Identity",
+    "ReLUConvBN",
+    "SepConv",
+    "Zero",
+    "build_op",
+    "check_op_names",
+    "op_names",
+    "register_op",
+    "shift_one_pixel",
+]

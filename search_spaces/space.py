@@ -1,200 +1,124 @@
-"""Search-space objects: what a space is made of and what can be built from it.
+"""The registry of search spaces, and the one loader of architectures.
 
-A space names its op set, its edges per cell and its cell types; builds a supernet and
-a discrete network; derives a genotype from architecture weights. Spaces are looked up
-by name in `SPACES`, so a new space is one registration, not a new branch in callers.
+`get_space(name)` returns a `SearchSpace` (search_spaces/base.py); a new space is one
+`register_space` call. `load_architecture` turns whatever a user gives a command (a
+published name, a text form such as an NB201 arch string, a file, a run directory) into
+an architecture of the space it belongs to, and `space_of` finds the space of an
+architecture object, so no caller asks "which space is this?" by name.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import json
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import torch
-from torch import nn
-
-from search_spaces.derive import derive_genotype
-from search_spaces.encoding import encode_genotype, encode_weights
+from search_spaces.base import SearchSpace
+from search_spaces.darts_space import DARTS_SPACE, DartsSpace
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype, parse_darts_literal, save_genotype
-from search_spaces.networks import NetworkCIFAR, NetworkImageNet
-from search_spaces.ops import DARTS_PRIMITIVES
-from search_spaces.supernet import SuperNet, cell_edges
+from search_spaces.genotype_library import resolve_genotype
+from search_spaces.nb201_space import NB201_SPACE, Nb201Space
 
-CELL_TYPES = ("normal", "reduce")
+#: the space of published genotypes and of commands that name no space
+DEFAULT_SPACE = "darts"
 
-#: Operations with parameters and most of the compute; sampling strata vary their share.
-HEAVY_OPS = frozenset({"sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"})
-
-#: Network layouts a discrete network can be built in; keyed by dataset family.
-NETWORK_BUILDERS = {"cifar": NetworkCIFAR, "imagenet": NetworkImageNet}
+SPACES: dict[str, SearchSpace[Any]] = {}
 
 
-@dataclass(frozen=True)
-class DartsSpace:
-    """The DARTS cell space: 4 intermediate nodes, 14 edges, normal and reduce cells."""
-
-    name: str = "darts"
-    op_names: tuple[str, ...] = DARTS_PRIMITIVES
-    steps: int = 4
-    multiplier: int = 4
-
-    @property
-    def num_edges(self) -> int:
-        return len(cell_edges(self.steps))
-
-    @property
-    def cell_types(self) -> tuple[str, ...]:
-        return CELL_TYPES
-
-    def full_edge_ops(self) -> dict[str, list[list[str]]]:
-        """Every op on every edge (the unpruned space)."""
-        return {t: [list(self.op_names) for _ in range(self.num_edges)] for t in CELL_TYPES}
-
-    def build_supernet(
-        self,
-        C: int,
-        layers: int,
-        num_classes: int,
-        in_channels: int = 3,
-        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
-    ) -> SuperNet:
-        return SuperNet(
-            C,
-            num_classes,
-            layers,
-            edge_ops if edge_ops is not None else self.full_edge_ops(),
-            steps=self.steps,
-            multiplier=self.multiplier,
-            in_channels=in_channels,
-        )
-
-    def build_network(
-        self,
-        genotype: Genotype,
-        C: int,
-        layers: int,
-        num_classes: int,
-        in_channels: int = 3,
-        layout: str = "cifar",
-        auxiliary: bool = True,
-    ) -> nn.Module:
-        genotype.validate(self.op_names)
-        if layout not in NETWORK_BUILDERS:
-            raise InputError(
-                f"unknown network layout {layout!r}; known: {', '.join(NETWORK_BUILDERS)}"
-            )
-        return NETWORK_BUILDERS[layout](
-            genotype,
-            C=C,
-            layers=layers,
-            num_classes=num_classes,
-            auxiliary=auxiliary,
-            in_channels=in_channels,
-        )
-
-    def derive(
-        self,
-        weights: Mapping[str, torch.Tensor | np.ndarray],
-        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
-    ) -> Genotype:
-        """DARTS' genotype from per-edge op probabilities (softmax already applied)."""
-        probs = {
-            k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-            for k, v in weights.items()
-        }
-        return derive_genotype(
-            probs,
-            edge_ops if edge_ops is not None else self.full_edge_ops(),
-            self.steps,
-            self.multiplier,
-        )
+def register_space(space: SearchSpace[Any]) -> SearchSpace[Any]:
+    """Make `space` known to every command under `space.name`; a name is registered once."""
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"register_space expects a SearchSpace, got {type(space).__name__}")
+    if space.name in SPACES and SPACES[space.name] is not space:
+        raise ValueError(f"search space {space.name!r} is already registered")
+    SPACES[space.name] = space
+    return space
 
 
-    def parse(self, arch: object) -> Genotype:
-        """A genotype from its stored form: a JSON object, or the DARTS literal text."""
-        if isinstance(arch, str):
-            return parse_darts_literal(arch)
-        return Genotype.from_dict(arch)
-
-    def save(self, genotype: Genotype, path: str | os.PathLike[str]) -> Path:
-        """Write the search result (`genotype.json`); each space stores its own form."""
-        return save_genotype(genotype, path)
-
-    # -- encoding (profiling, predictor and latency loss all go through these) ------------
-
-    @property
-    def encoding_size(self) -> int:
-        return len(CELL_TYPES) * self.num_edges * len(self.op_names)
-
-    def encode(self, genotype: Genotype) -> np.ndarray:
-        """One-hot per edge; edges the genotype does not use are coded as `none`."""
-        genotype.validate(self.op_names)
-        return encode_genotype(genotype, self.op_names, self.steps)
-
-    def equivalents(self, genotype: Genotype, limit: int | None = None
-                    ) -> tuple[Genotype, ...]:
-        """Other genotypes whose deployed network costs the same (`darts_symmetry`)."""
-        from search_spaces.darts_symmetry import equivalent_genotypes
-
-        return equivalent_genotypes(genotype, limit)
-
-    def encode_weights(
-        self,
-        weights: dict[str, torch.Tensor],
-        edge_ops: Mapping[str, Sequence[Sequence[str]]] | None = None,
-    ) -> torch.Tensor:
-        """The same encoding from soft architecture weights (differentiable)."""
-        return encode_weights(weights, self.op_names, edge_ops)
-
-    # -- sampling (profiling) ------------------------------------------------------------
-
-    def sample(self, rng: np.random.Generator, heavy_share: float | None = None) -> Genotype:
-        """A random genotype: two distinct inputs per node, a non-`none` op per edge.
-
-        `heavy_share=None` draws ops uniformly; a number draws a parameter-heavy op
-        (separable / dilated convolution) with that probability, so profiling can cover
-        cells with few and with many heavy operations, the extremes of latency.
-        """
-        ops = [o for o in self.op_names if o != "none"]
-        heavy = [o for o in ops if o in HEAVY_OPS]
-        light = [o for o in ops if o not in HEAVY_OPS]
-
-        def pick() -> str:
-            if heavy_share is None or not heavy or not light:
-                return ops[rng.integers(len(ops))]
-            pool = heavy if rng.random() < heavy_share else light
-            return pool[rng.integers(len(pool))]
-
-        def cell() -> tuple[tuple[str, int], ...]:
-            edges: list[tuple[str, int]] = []
-            for j in range(self.steps):
-                inputs = sorted(rng.choice(j + 2, size=2, replace=False).tolist())
-                edges.extend((pick(), int(i)) for i in inputs)
-            return tuple(edges)
-
-        concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
-        return Genotype(cell(), concat, cell(), concat)
+register_space(DARTS_SPACE)
+register_space(NB201_SPACE)
 
 
-SPACES: dict[str, DartsSpace] = {"darts": DartsSpace()}
+def space_names() -> list[str]:
+    return list(SPACES)
 
 
-def _register_nb201() -> None:
-    # NAS-Bench-201: search, profiling, imported measurements and predictors; imported
-    # late because nb201 registers its ops in the registry.
-    from search_spaces.nb201 import NB201_SPACE
-
-    SPACES["nb201"] = NB201_SPACE  # type: ignore[assignment]
-
-
-_register_nb201()
-
-
-def get_space(name: str) -> DartsSpace:
+def get_space(name: str) -> SearchSpace[Any]:
     if name not in SPACES:
         raise InputError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")
     return SPACES[name]
+
+
+def space_of(arch: object) -> SearchSpace[Any]:
+    """The space `arch` is an architecture of."""
+    for space in SPACES.values():
+        if space.owns(arch):
+            return space
+    raise InputError(f"{type(arch).__name__} is not an architecture of any search space "
+                     f"({', '.join(SPACES)})")
+
+
+def claiming_space(stored: Any) -> SearchSpace[Any] | None:
+    """The space other than the default one that claims a stored form (a JSON value from
+    a file, a log or a sample row, or text), or None: DARTS genotypes predate the `space`
+    field, so the default space is what is left."""
+    for space in SPACES.values():
+        if space.name != DEFAULT_SPACE and space.claims(stored):
+            return space
+    return None
+
+
+def parse_stored(stored: Any, source: str = "architecture") -> Any:
+    """An architecture from a stored form, parsed by the space it belongs to."""
+    space = claiming_space(stored) or get_space(DEFAULT_SPACE)
+    return space.parse(stored, source=source)
+
+
+#: larger than any architecture file; a bigger one is a mistake (a dataset, a checkpoint)
+MAX_FILE_BYTES = 1 << 20
+
+
+def _read_json(path: Path) -> Any | None:
+    """The JSON value of a small UTF-8 file, or None when it is not one (then the DARTS
+    loader, which also takes a pasted literal, gives the one-line error)."""
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+
+
+def load_architecture(name_or_path: str | Path) -> Any:
+    """What commands take as an architecture: a published name, a space's text form (an
+    NB201 arch string), a file (JSON of any space, or a DARTS literal), or a run directory
+    (its `genotype.json`). Unknown op names and malformed files fail with one line."""
+    text = str(name_or_path)
+    claimed = claiming_space(text) if isinstance(name_or_path, str) else None
+    if claimed is not None:
+        return claimed.parse(text, source=repr(text))
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "genotype.json").is_file():
+        path = path / "genotype.json"  # a run directory stands for its result
+    if path.is_file():
+        data = _read_json(path)
+        claimed = claiming_space(data) if data is not None else None
+        if claimed is not None:
+            return claimed.parse(data, source=f"'{path}'")
+    genotype = resolve_genotype(name_or_path)
+    genotype.validate(get_space(DEFAULT_SPACE).op_names)
+    return genotype
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "SPACES",
+    "claiming_space",
+    "DartsSpace",
+    "Nb201Space",
+    "get_space",
+    "load_architecture",
+    "parse_stored",
+    "register_space",
+    "space_names",
+    "space_of",
+]

@@ -7,20 +7,22 @@ own list of candidate names (all edges have the same count, as in P-DARTS).
 
 The computation is organised per source node (see `supernet_ops`): each node computes
 all operations of all its outgoing edges in a few batched calls, and the weighted sums
-are formed with one fused multiply-add per operation.
+are formed with one fused multiply-add per operation. What an op name means here (its
+batched form, whether it is `zero`) is its `OpSpec`, looked up in a namespace so another
+space (NB201) can reuse this machinery with its own meaning of a shared name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.op_spec import SHARED, op_spec
 from search_spaces.ops import FactorizedReduce, ReLUConvBN, check_op_names
 from search_spaces.supernet_ops import (
-    ZERO_OPS,
     EdgeBatchOp,
     SharedIdentity,
     SourceCache,
@@ -28,8 +30,6 @@ from search_spaces.supernet_ops import (
 )
 
 EdgeOps = Sequence[Sequence[str]]
-#: (op name, C, stride, edges) -> the op computed for that many edges leaving one node
-EdgeBatchBuilder = Callable[[str, int, int, int], EdgeBatchOp]
 
 
 def cell_edges(steps: int) -> list[tuple[int, int]]:
@@ -47,16 +47,17 @@ class SourceEdges(nn.Module):
         edge_ids: Sequence[int],
         edge_ops: EdgeOps,
         num_columns: int,
-        build: EdgeBatchBuilder = build_edge_batch,
+        namespace: str = SHARED,
     ) -> None:
-        """`build` lets another space give an op its own supernet form (NB201's pooling
+        """`namespace` is the space whose meaning of the op names applies (NB201's pooling
         has no BN after it); the default is the DARTS search network's."""
         super().__init__()
         self.num_edges = len(edge_ids)
         self.stride = stride
         names: list[str] = []
         for e in edge_ids:
-            names.extend(n for n in edge_ops[e] if n not in names and n not in ZERO_OPS)
+            names.extend(n for n in edge_ops[e]
+                         if n not in names and not op_spec(n, namespace).zero)
         self.op_names = names
         self.ops = nn.ModuleList()
         self._full: list[bool] = []
@@ -64,7 +65,7 @@ class SourceEdges(nn.Module):
             positions = [p for p, e in enumerate(edge_ids) if name in edge_ops[e]]
             flat = [edge_ids[p] * num_columns + list(edge_ops[edge_ids[p]]).index(name)
                     for p in positions]
-            self.ops.append(build(name, C, stride, len(positions)))
+            self.ops.append(build_edge_batch(name, C, stride, len(positions), namespace))
             self.register_buffer(f"pos_{k}", torch.tensor(positions), persistent=False)
             self.register_buffer(f"flat_{k}", torch.tensor(flat), persistent=False)
             self._full.append(len(positions) == self.num_edges)

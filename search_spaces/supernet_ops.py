@@ -4,22 +4,26 @@ All edges that leave one node of a cell read the same tensor. So instead of one 
 module per (edge, operation), as the DARTS reference does, an operation is computed for
 all edges leaving a node in one call:
 
-- ReLU, pooling (+ its parameter-free BN) and the identity depend only on the input:
+- the pre-activation (ReLU for every shipped op; any registered activation by name),
+  pooling (+ its parameter-free BN) and the identity depend only on the input:
   computed once per source node and shared by all its edges (exact: the per-edge BNs of
   the reference have no parameters and see identical inputs, so their outputs and
   running statistics are identical).
 - Separable / dilated convolutions of n edges become one depthwise convolution over the
-  input repeated n times and one grouped 1x1 convolution with n groups; parameter shapes
-  per edge and PyTorch's default initialisation (fan-in) are those of the per-edge convs.
-- `none` contributes exactly zero and is never computed; its architecture weight still
-  takes part in the softmax, so gradients are those of the reference.
+  input repeated n times and one grouped 1x1 convolution with n groups; a plain conv
+  (NB201's) one convolution with n*C outputs. Parameter shapes per edge and PyTorch's
+  default initialisation (fan-in) are those of the per-edge convs.
+- `zero` ops (`none`) contribute exactly zero and are never computed; their
+  architecture weight still takes part in the softmax, so gradients are the reference's.
 
 Every batched op returns either a shared (N, C, H, W) tensor or (N, n, C, H, W).
-Operations without a batched form fall back to one registry module per edge.
+Which form an op gets is its `OpSpec.batched` (`op_spec.py`; the DARTS ones are
+registered in `darts_ops.py`); ops without one fall back to one module per edge.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from typing import cast
 
@@ -27,29 +31,39 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.ops import POOLING_OPS, build_op, shift_one_pixel
+from search_spaces.activations import activation
+from search_spaces.op_spec import (
+    SHARED,
+    BatchedBuilder,
+    op_spec,
+    register_op_spec,
+    replace_op_spec,
+)
+from search_spaces.ops import shift_one_pixel
 
 
 class SourceCache:
-    """Per-forward cache of tensors derived from one source node (ReLU, repeats)."""
+    """Per-forward cache of tensors derived from one source node: its activations, by
+    name, and their channel repeats. Each is computed once however many ops read it."""
 
     def __init__(self, x: torch.Tensor) -> None:
         self.x = x
-        self._relu: torch.Tensor | None = None
-        self._repeats: dict[int, torch.Tensor] = {}
+        self._activated: dict[str, torch.Tensor] = {}
+        self._repeats: dict[tuple[str, int], torch.Tensor] = {}
 
-    def relu(self) -> torch.Tensor:
-        if self._relu is None:
-            self._relu = F.relu(self.x)
-        return self._relu
+    def activated(self, key: str) -> torch.Tensor:
+        """The activation registered as `key` (`activations.py`) applied to x."""
+        if key not in self._activated:
+            self._activated[key] = activation(key)(self.x)
+        return self._activated[key]
 
-    def relu_repeated(self, n: int) -> torch.Tensor:
-        """ReLU(x) repeated n times along channels: (N, n*C, H, W), edge-major."""
+    def activated_repeated(self, key: str, n: int) -> torch.Tensor:
+        """activated(key) repeated n times along channels: (N, n*C, H, W), edge-major."""
         if n == 1:
-            return self.relu()
-        if n not in self._repeats:
-            self._repeats[n] = repeat_channels(self.relu(), n)
-        return self._repeats[n]
+            return self.activated(key)
+        if (key, n) not in self._repeats:
+            self._repeats[key, n] = repeat_channels(self.activated(key), n)
+        return self._repeats[key, n]
 
 
 def repeat_channels(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -79,36 +93,47 @@ class EdgeBatchOp(nn.Module):
         raise NotImplementedError
 
 
-BatchedBuilder = Callable[[int, int, int], EdgeBatchOp]
-_BATCHED: dict[str, BatchedBuilder] = {}
-
-
-def register_batched_op(name: str) -> Callable[[BatchedBuilder], BatchedBuilder]:
-    """Register a many-edges implementation for the registry operation `name`."""
+def register_batched_op(
+    name: str, namespace: str = SHARED
+) -> Callable[[BatchedBuilder], BatchedBuilder]:
+    """Give the registered operation `name` a many-edges form after the fact; ops
+    registered with `OpSpec(batched=...)` need not call this. For a `namespace` that
+    only inherits `name`, the form is registered as that namespace's own copy of the
+    shared spec, so the shared op is left as it is."""
 
     def decorate(builder: BatchedBuilder) -> BatchedBuilder:
-        _BATCHED[name] = builder
+        spec = op_spec(name, namespace)
+        new = dataclasses.replace(spec, batched=builder, namespace=namespace)
+        if spec.namespace == namespace:
+            replace_op_spec(new)
+        else:
+            register_op_spec(new)
         return builder
 
     return decorate
 
 
-def build_edge_batch(name: str, C: int, stride: int, n: int) -> EdgeBatchOp:
-    """The supernet form of operation `name` for n edges (search: BN without affine)."""
-    if name in _BATCHED:
-        return _BATCHED[name](C, stride, n)
-    return PerEdge(name, C, stride, n)
+def build_edge_batch(name: str, C: int, stride: int, n: int,
+                     namespace: str = SHARED) -> EdgeBatchOp:
+    """The supernet form of operation `name` for n edges (search: BN without affine),
+    as `name` means it in `namespace`."""
+    spec = op_spec(name, namespace)
+    if spec.batched is not None:
+        return spec.batched(C, stride, n)
+    return PerEdge(name, C, stride, n, namespace)
 
 
 class PerEdge(EdgeBatchOp):
-    """Fallback: one registry module per edge, outputs stacked."""
+    """Fallback: one discrete module per edge, outputs stacked."""
 
-    def __init__(self, name: str, C: int, stride: int, n: int) -> None:
+    def __init__(self, name: str, C: int, stride: int, n: int,
+                 namespace: str = SHARED) -> None:
         super().__init__(n)
+        spec = op_spec(name, namespace)
         ops = []
         for _ in range(n):
-            op = build_op(name, C, stride, False)
-            if name in POOLING_OPS:
+            op = spec.build(C, stride, False)
+            if spec.supernet_bn:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
@@ -118,17 +143,22 @@ class PerEdge(EdgeBatchOp):
 
 
 class SharedPool(EdgeBatchOp):
-    """Pooling followed by a parameter-free BN, as in the DARTS search network."""
+    """Pooling, computed once for all edges of a node.
+
+    With `bn` a parameter-free BN follows, as in the DARTS search network; NB201's search
+    cells have none, so that a one-hot supernet computes exactly the discrete cell.
+    """
 
     shared = True
 
-    def __init__(self, pool: nn.Module, C: int, n: int) -> None:
+    def __init__(self, pool: nn.Module, C: int, n: int, bn: bool = True) -> None:
         super().__init__(n)
         self.pool = pool
-        self.bn = nn.BatchNorm2d(C, affine=False)
+        self.bn = nn.BatchNorm2d(C, affine=False) if bn else None
 
     def forward(self, cache: SourceCache) -> torch.Tensor:
-        return self.bn(self.pool(cache.x))
+        y = self.pool(cache.x)
+        return y if self.bn is None else self.bn(y)
 
 
 class SharedIdentity(EdgeBatchOp):
@@ -153,17 +183,18 @@ class SharedIdentity(EdgeBatchOp):
 class BatchedFactorizedReduce(EdgeBatchOp):
     """Stride-2 skip (FactorizedReduce) for n edges."""
 
-    def __init__(self, C: int, n: int) -> None:
+    def __init__(self, C: int, n: int, activation: str = "relu") -> None:
         super().__init__(n)
         if C % 2:
             raise ValueError(f"FactorizedReduce needs an even number of channels, got {C}")
         self.C = C
+        self.activation = activation
         self.conv_1 = nn.Conv2d(C, n * C // 2, 1, stride=2, bias=False)
         self.conv_2 = nn.Conv2d(C, n * C // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(n * C, affine=False)
 
     def forward(self, cache: SourceCache) -> torch.Tensor:
-        r = cache.relu()
+        r = cache.activated(self.activation)
         a = self.conv_1(r)
         b = self.conv_2(shift_one_pixel(r))
         N, _, H, W = a.shape
@@ -173,17 +204,19 @@ class BatchedFactorizedReduce(EdgeBatchOp):
 
 
 class BatchedDilConv(EdgeBatchOp):
-    """ReLU -> depthwise -> pointwise -> BN, `repeat` times, for n edges.
+    """Activation -> depthwise -> pointwise -> BN, `repeat` times, for n edges.
 
     `repeat=2` is DARTS' separable conv (only the first block strides), `repeat=1` its
-    dilated conv.
+    dilated conv; both use ReLU. The first activation is the node's shared one.
     """
 
     def __init__(
-        self, C: int, stride: int, n: int, kernel: int, padding: int, dilation: int, repeat: int
+        self, C: int, stride: int, n: int, kernel: int, padding: int, dilation: int,
+        repeat: int, activation: str = "relu",
     ) -> None:
         super().__init__(n)
         self.C = C
+        self.activation = activation
         nC = n * C
         blocks = []
         for r in range(repeat):
@@ -208,11 +241,33 @@ class BatchedDilConv(EdgeBatchOp):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, cache: SourceCache) -> torch.Tensor:
-        h = cache.relu_repeated(self.n)
+        h = cache.activated_repeated(self.activation, self.n)
         for r, block in enumerate(cast("Iterable[nn.ModuleDict]", self.blocks)):
             if r > 0:
-                h = F.relu(h)
+                h = activation(self.activation)(h)
             h = block["bn"](block["pw"](depthwise(cast(nn.Conv2d, block["dw"]), h)))
+        N, _, H, W = h.shape
+        return h.view(N, self.n, self.C, H, W)
+
+
+class BatchedReLUConvBN(EdgeBatchOp):
+    """Activation -> k x k conv -> BN(affine=False) for n edges: one conv with n*C
+    outputs (NB201's nor_conv ops, with ReLU).
+
+    Slice [e*C, (e+1)*C) of the weight is edge e's C x C conv; its fan-in (and so
+    PyTorch's default initialisation) is that of the per-edge conv.
+    """
+
+    def __init__(self, C: int, stride: int, n: int, kernel: int,
+                 activation: str = "relu") -> None:
+        super().__init__(n)
+        self.C = C
+        self.activation = activation
+        self.conv = nn.Conv2d(C, n * C, kernel, stride, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(n * C, affine=False)
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:
+        h = self.bn(self.conv(cache.activated(self.activation)))
         N, _, H, W = h.shape
         return h.view(N, self.n, self.C, H, W)
 
@@ -249,43 +304,17 @@ def depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(N, C, H, W)
 
 
-# --------------------------------------------------------- batched DARTS primitives
-
-
-@register_batched_op("max_pool_3x3")
-def _max_pool(C: int, stride: int, n: int) -> EdgeBatchOp:
-    return SharedPool(nn.MaxPool2d(3, stride=stride, padding=1), C, n)
-
-
-@register_batched_op("avg_pool_3x3")
-def _avg_pool(C: int, stride: int, n: int) -> EdgeBatchOp:
-    return SharedPool(nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False), C, n)
-
-
-@register_batched_op("skip_connect")
-def _skip(C: int, stride: int, n: int) -> EdgeBatchOp:
-    return SharedIdentity(n) if stride == 1 else BatchedFactorizedReduce(C, n)
-
-
-@register_batched_op("sep_conv_3x3")
-def _sep3(C: int, stride: int, n: int) -> EdgeBatchOp:
-    return BatchedDilConv(C, stride, n, 3, 1, 1, repeat=2)
-
-
-@register_batched_op("sep_conv_5x5")
-def _sep5(C: int, stride: int, n: int) -> EdgeBatchOp:
-    return BatchedDilConv(C, stride, n, 5, 2, 1, repeat=2)
-
-
-@register_batched_op("dil_conv_3x3")
-def _dil3(C: int, stride: int, n: int) -> EdgeBatchOp:
-    return BatchedDilConv(C, stride, n, 3, 2, 2, repeat=1)
-
-
-@register_batched_op("dil_conv_5x5")
-def _dil5(C: int, stride: int, n: int) -> EdgeBatchOp:
-    return BatchedDilConv(C, stride, n, 5, 4, 2, repeat=1)
-
-
-#: Operations that contribute exactly zero and are never computed in the supernet.
-ZERO_OPS = frozenset({"none"})
+__all__ = [
+    "BatchedDilConv",
+    "BatchedFactorizedReduce",
+    "BatchedReLUConvBN",
+    "EdgeBatchOp",
+    "PerEdge",
+    "SharedIdentity",
+    "SharedPool",
+    "SourceCache",
+    "build_edge_batch",
+    "depthwise",
+    "register_batched_op",
+    "repeat_channels",
+]

@@ -76,7 +76,7 @@ def test_info_darts_figures_are_unchanged(capsys) -> None:
     (["info", CELL.replace("nor_conv_1x1", "nor_conv_9x9")], "nor_conv_9x9"),
     (["latency", CELL.replace("avg_pool_3x3", "max_pool_3x3"), "--hardware", "p100"],
      "max_pool_3x3"),
-    (["info", CELL, "--dataset", "imagenet"], "not defined for --dataset imagenet"),
+    (["info", CELL, "--dataset", "imagenet"], "no network for dataset 'imagenet'"),
     (["info", CELL, "--layers", "0"], "--layers"),
     (["latency", CELL, "--hardware", "p100"], "nas profile --hardware p100 --space nb201"),
 ])

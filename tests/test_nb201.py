@@ -12,7 +12,6 @@ from search_spaces.nb201 import (
     ENCODING_LAYOUT,
     ENCODING_SIZE,
     NB201_OPS,
-    NB201_SPACE,
     Nb201Arch,
     encode,
     encode_weights,
@@ -20,6 +19,7 @@ from search_spaces.nb201 import (
     one_hot,
     parse_arch,
 )
+from search_spaces.nb201_space import NB201_SPACE
 from search_spaces.ops import op_names
 
 ALL_CONV3 = (
@@ -70,7 +70,7 @@ def test_arch_validates_ops():
 
 def test_network_forward_shape_and_parameter_counts():
     torch.manual_seed(0)
-    net = NB201_SPACE.build_network(MIXED, C=8, N=1, num_classes=7)
+    net = NB201_SPACE.build_network(MIXED, C=8, layers=1, num_classes=7)
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 7)
     # Published NAS-Bench-201 CIFAR-10 range: 0.073M .. 1.531M parameters. By hand:
     # stem 3*16*9 + 2*16 = 464; reductions 14,464 and 57,600; last BN 128; fc 650;

@@ -21,7 +21,8 @@ from nas.search.architect import Architect
 from nas.search.config import preset_config, validate_config
 from nas.search.driver import run_search
 from search_spaces.errors import InputError
-from search_spaces.nb201 import NB201_OPS, NB201_SPACE, Nb201Arch, encode, one_hot, parse_arch
+from search_spaces.nb201 import NB201_OPS, Nb201Arch, encode, one_hot, parse_arch
+from search_spaces.nb201_space import NB201_SPACE
 from search_spaces.nb201_supernet import Nb201SuperNet
 from search_spaces.supernet_ops import SharedIdentity
 
@@ -170,7 +171,7 @@ def test_config_presets_and_validation() -> None:
     assert (small.space, small.layers, small.init_channels) == ("nb201", 1, 8)
     validate_config(small)
     assert preset_config("darts", "paper", "nb201").layers == 5
-    assert preset_config("darts", "small") is preset_config("darts", "small", "darts")
+    assert preset_config("darts", "small") == preset_config("darts", "small", "darts")
     with pytest.raises(InputError, match="P-DARTS"):
         validate_config(preset_config("pdarts", "small").with_overrides(space="nb201"))
     with pytest.raises(InputError, match="at least 3"):

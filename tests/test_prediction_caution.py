@@ -118,7 +118,7 @@ def test_retrain_report_prints_the_caution(caution) -> None:
 def _rows(n: int = 40) -> list[dict]:
     import numpy as np
 
-    from search_spaces.nb201 import NB201_SPACE
+    from search_spaces.nb201_space import NB201_SPACE
 
     rng = np.random.default_rng(0)
     archs = [NB201_SPACE.sample(rng) for _ in range(n)]

@@ -24,7 +24,8 @@ from latency.predictor import (
     within,
 )
 from search_spaces.errors import InputError
-from search_spaces.nb201 import NB201_OPS, NB201_SPACE, encode, encode_weights, one_hot
+from search_spaces.nb201 import NB201_OPS, encode, encode_weights, one_hot
+from search_spaces.nb201_space import NB201_SPACE
 
 LAYOUT = layout_for_space(NB201_SPACE)
 FAST = dict(members=3, steps=400, weight_decay=1.0, huber_delta=0.05)
@@ -359,10 +360,11 @@ def test_with_equivalents_adds_them_with_the_row_label_and_its_group() -> None:
     assert y2.tolist() == [2.0, 5.0, 2.0, 2.0, 2.0] and g.tolist() == [0, 1, 0, 0, 0]
     assert {tuple(r) for r in X2[2:]} == {tuple(encode(o)) for o in NB201_SPACE.equivalents(a)}
 
-    class NoSymmetry:  # a space that publishes none is left alone
-        pass
+    class NoSymmetry:  # a space that knows none (the SearchSpace default) is left alone
+        def equivalents(self, arch, limit=None):
+            return ()
 
-    X3, y3, g3 = with_equivalents(NoSymmetry(), [a, b], X, y)
+    X3, y3, g3 = with_equivalents(NoSymmetry(), [a, b], X, y)  # type: ignore[arg-type]
     assert X3 is X and y3 is y and g3.tolist() == [0, 1]
 
 

@@ -176,7 +176,8 @@ def test_predictor_train_on_imported_nb201_adds_equivalent_cells(tmp_path, tmp_p
     """The report counts the equivalent cells trained on: those of the training rows only."""
     import latency.predictor.train as train_mod
     from latency.predictor.mlp import MLPConfig
-    from search_spaces.nb201 import NB201_SPACE, equivalent_archs
+    from search_spaces.nb201 import equivalent_archs
+    from search_spaces.nb201_space import NB201_SPACE
 
     monkeypatch.setattr(train_mod, "MLPConfig", lambda seed=0: MLPConfig(
         members=2, steps=100, weight_decay=1.0, huber_delta=0.05, encoding_l2=0.0, seed=seed))

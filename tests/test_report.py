@@ -13,12 +13,13 @@ import pytest
 
 from nas.cli.main import main
 from nas.report.arch_heatmaps import edge_titles, op_union, weight_matrix
-from nas.report.cells import darts_cell_layout, nb201_cell_layout, op_family
+from nas.report.cells import cell_layout, darts_cell_layout, op_family
 from nas.report.epochs import epoch_axis
 from nas.report.runs import load_run
 from search_spaces.genotype import Genotype
 from search_spaces.genotype_library import DARTS_V2, PDARTS
 from search_spaces.nb201 import NB201_EDGES, NB201_OPS
+from search_spaces.nb201_space import NB201_SPACE
 from search_spaces.ops import DARTS_PRIMITIVES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -290,7 +291,7 @@ def test_cell_layout_has_every_node_and_one_edge_per_pair(genotype: Genotype) ->
 def test_nb201_layout_skips_none_edges() -> None:
     from search_spaces.nb201 import parse_arch
 
-    layout = nb201_cell_layout(parse_arch(NB201_ARCH))
+    layout = cell_layout(NB201_SPACE.cell_graphs(parse_arch(NB201_ARCH))[0])
     assert set(layout.nodes) == {0, 1, 2, 3}
     assert [(e.src, e.dst, e.op) for e in layout.edges] == [
         (0, 1, "nor_conv_3x3"), (1, 2, "skip_connect"), (0, 3, "avg_pool_3x3"),

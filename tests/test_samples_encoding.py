@@ -18,8 +18,9 @@ from latency.samples import (
 )
 from search_spaces.derive import derive_genotype
 from search_spaces.genotype_library import DARTS_V2, PDARTS
+from search_spaces.op_spec import op_spec
 from search_spaces.ops import DARTS_PRIMITIVES
-from search_spaces.space import HEAVY_OPS, get_space
+from search_spaces.space import get_space
 
 SPACE = get_space("darts")
 
@@ -82,7 +83,7 @@ def test_sampling_is_valid_seeded_and_strata_shift_heavy_share() -> None:
     def heavy(share):
         r = np.random.default_rng(1)
         cells = [SPACE.sample(r, share) for _ in range(40)]
-        return np.mean([op in HEAVY_OPS for g in cells for op, _ in g.normal + g.reduce])
+        return np.mean([op_spec(op).heavy for g in cells for op, _ in g.normal + g.reduce])
 
     assert heavy(0.1) < 0.2 < 0.8 < heavy(0.9)
 

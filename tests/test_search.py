@@ -298,7 +298,7 @@ def test_strategy_is_a_flag_of_its_own_and_space_pdarts_is_its_short_form() -> N
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (("--space", "nb201", "--strategy", "pdarts"), "darts cell space only"),
+    (("--space", "nb201", "--strategy", "pdarts"), "P-DARTS does not run on the nb201"),
     (("--space", "pdarts", "--strategy", "darts"), "--space pdarts means P-DARTS"),
 ])
 def test_a_strategy_the_space_cannot_run_is_one_line(argv, needle) -> None:

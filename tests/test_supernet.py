@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.ops import DARTS_PRIMITIVES, POOLING_OPS, build_op
+from search_spaces.op_spec import op_spec
+from search_spaces.ops import DARTS_PRIMITIVES, build_op
 from search_spaces.supernet import SuperNet, cell_edges
 from search_spaces.supernet_ops import BatchedDilConv, BatchedFactorizedReduce
 
@@ -23,7 +24,7 @@ class NaiveMixedOp(nn.Module):
         ops = []
         for name in names:
             op = build_op(name, C, stride, False)
-            if name in POOLING_OPS:
+            if op_spec(name).supernet_bn:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)

@@ -18,27 +18,26 @@ from typing import Any
 
 import numpy as np
 
+from search_spaces.base import SearchSpace
+
 #: equivalents added per row at most: a DARTS genotype can have thousands (48 renamings
 #: per cell, squared); a few already carry the symmetry, and the training set stays small
 MAX_PER_ROW = 8
 
 
 def with_equivalents(
-    space: Any, archs: Sequence[Any], X: np.ndarray, y: np.ndarray,
+    space: SearchSpace[Any], archs: Sequence[Any], X: np.ndarray, y: np.ndarray,
     limit: int = MAX_PER_ROW,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(encodings, latencies, group of each row): the rows first, then their equivalents.
 
-    `archs` are the rows' architectures (parsed, or as the space stores them). A space
-    without `equivalents` gets its rows back unchanged, one group each."""
+    `archs` are the rows' architectures (parsed). A space that knows no equivalents
+    (`SearchSpace.equivalents`) gets its rows back unchanged, one group each."""
     n = len(y)
     groups = np.arange(n)
-    equivalents = getattr(space, "equivalents", None)
-    if equivalents is None:
-        return X, y, groups
     extra_x, extra_y, extra_g = [], [], []
     for i, arch in enumerate(archs):
-        for other in equivalents(arch, limit):
+        for other in space.equivalents(arch, limit):
             extra_x.append(space.encode(other))
             extra_y.append(y[i])
             extra_g.append(i)

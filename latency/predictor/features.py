@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from search_spaces.base import SearchSpace
 from search_spaces.errors import InputError
 
 Span = tuple[int, int]
@@ -128,56 +129,35 @@ class FeatureLayout:
             raise InputError(f"feature layout is malformed: {exc!r}") from None
 
 
-def layout_for_space(space: Any) -> FeatureLayout:
-    """The layout of a space's encoding.
+def _span(blocks: Mapping[str, tuple[int, int]], name: str) -> tuple[int, int] | None:
+    return (int(blocks[name][0]), int(blocks[name][1])) if name in blocks else None
 
-    A space that publishes `encoding_layout` (NB201) gets its structural blocks used; any
-    other space (DARTS: one-hot only) is read as one one-hot block over all its edges,
-    and a DARTS-like space (`cell_types`, `steps`) also gets its edges grouped by the
-    shape their ops run at (`darts_edge_groups`).
+
+def layout_for_space(space: SearchSpace[Any]) -> FeatureLayout:
+    """The layout of a space's encoding: its blocks (`SearchSpace.encoding_layout`; NB201
+    has structural ones beside the one-hot) and its edge groups
+    (`SearchSpace.encoding_edge_groups`; DARTS groups edges by the shape their ops run at).
     """
     size = int(space.encoding_size)
     num_ops = len(space.op_names)
-    blocks = getattr(space, "encoding_layout", None)
-    if blocks:
-        onehot = tuple(blocks["onehot"])
-        return FeatureLayout(
-            encoding_size=size,
-            num_edges=(onehot[1] - onehot[0]) // num_ops,
-            num_ops=num_ops,
-            onehot=onehot,
-            edge_in=tuple(blocks["edge_in"]) if "edge_in" in blocks else None,
-            edge_out=tuple(blocks["edge_out"]) if "edge_out" in blocks else None,
-        )
-    if size % num_ops:
-        raise InputError(f"encoding size {size} is not a multiple of {num_ops} ops")
-    groups = None
-    cell_types, steps = getattr(space, "cell_types", None), getattr(space, "steps", None)
-    if cell_types is not None and isinstance(steps, int):
-        groups = darts_edge_groups(tuple(cell_types), steps)
-        if sum(len(g) for g in groups) != size // num_ops:
-            groups = None  # not laid out as cell types x edges: no grouping
-    return FeatureLayout(size, size // num_ops, num_ops, (0, size), edge_groups=groups)
-
-
-def darts_edge_groups(cell_types: tuple[str, ...], steps: int
-                      ) -> tuple[tuple[int, ...], ...]:
-    """Edges of a DARTS encoding (cell types in order, each `edge_index(steps)` rows)
-    grouped by where their op runs: every edge of a normal cell; the edges of a
-    reduction cell from the two cell inputs (stride 2); its other edges (stride 1)."""
-    from search_spaces.encoding import edge_index
-
-    rows = sorted(edge_index(steps).items(), key=lambda kv: kv[1])
-    n = len(rows)
-    groups: list[tuple[int, ...]] = []
-    for c, cell in enumerate(cell_types):
-        base = c * n
-        if cell == "reduce":
-            groups.append(tuple(base + r for (i, _), r in rows if i < 2))
-            groups.append(tuple(base + r for (i, _), r in rows if i >= 2))
-        else:
-            groups.append(tuple(base + r for _, r in rows))
-    return tuple(groups)
+    blocks = space.encoding_layout
+    onehot = tuple(blocks["onehot"])
+    if (onehot[1] - onehot[0]) % num_ops:
+        raise InputError(f"one-hot block of {onehot[1] - onehot[0]} entries is not a "
+                         f"multiple of {num_ops} ops")
+    num_edges = (onehot[1] - onehot[0]) // num_ops
+    groups = space.encoding_edge_groups()
+    if groups is not None and sum(len(g) for g in groups) != num_edges:
+        groups = None  # not a partition of the one-hot rows: no grouping
+    return FeatureLayout(
+        encoding_size=size,
+        num_edges=num_edges,
+        num_ops=num_ops,
+        onehot=(int(onehot[0]), int(onehot[1])),
+        edge_in=_span(blocks, "edge_in"),
+        edge_out=_span(blocks, "edge_out"),
+        edge_groups=groups,
+    )
 
 
 class FeatureMap(nn.Module):

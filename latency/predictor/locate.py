@@ -16,12 +16,14 @@ from typing import Any
 
 from latency.hardware import profile_file
 from search_spaces.errors import InputError
+from search_spaces.space import DEFAULT_SPACE
 
 PREDICTOR_FILE = "predictor.json"
 
 
 def _tag(space: str) -> str:
-    return "" if space == "darts" else f".{space}"
+    """Files of the default space carry no tag (they predate the others)."""
+    return "" if space == DEFAULT_SPACE else f".{space}"
 
 
 def default_samples_path(hardware: str, space: str = "darts", for_writing: bool = False) -> Path:
@@ -35,7 +37,7 @@ def default_predictor_path(hardware: str, space: str = "darts",
 
 def how_to_make(hardware: str, space: str = "darts") -> str:
     """The two commands that give `hardware` a predictor for `space`."""
-    if space == "darts":
+    if space == DEFAULT_SPACE:
         return (f"run `nas profile --hardware {hardware}` and "
                 f"`nas predictor train --hardware {hardware}`")
     return (f"run `nas profile --hardware {hardware} --space {space}` and "

@@ -32,6 +32,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from search_spaces.space import DEFAULT_SPACE
+
 MIN_TRAIN = 500
 MAX_MAPE = 0.10
 MIN_WITHIN_10 = 0.80
@@ -62,8 +64,8 @@ def _remedy(meta: dict[str, Any], extra: dict[str, Any], total: int, noisy_only:
     hardware = meta.get("hardware")
     hardware = hardware if isinstance(hardware, str) and hardware else "NAME"
     space = meta.get("space")
-    space = space if isinstance(space, str) and space else "darts"
-    space_opt = "" if space == "darts" else f" --space {space}"
+    space = space if isinstance(space, str) and space else DEFAULT_SPACE
+    space_opt = "" if space == DEFAULT_SPACE else f" --space {space}"
     sources = extra.get("sources")
     if isinstance(sources, list) and sources and all(s == "imported" for s in sources):
         return "import more measurements (`nas profile import`) and train it again"

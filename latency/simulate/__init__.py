@@ -5,11 +5,12 @@ re-exported here, so `from latency.simulate import ...` works as before:
 
 * `tracing`: the kernels one forward pass launches and their FLOPs and bytes
   (`layer_costs`, `LayerCost`, `KINDS`, fusion rules, `BYTES_PER_ELEMENT`, `DEFAULTS`, and
-  the compute-scale registry `register_compute_scale` / `COMPUTE_SCALES`);
+  `register_compute_scale`; the layer specs it reads are `search_spaces.layer_spec`'s,
+  re-exported here as `LayerSpec` / `register_layer`);
 * `roofline`: their time on a device (`RooflineParams`, `LayerTime`, `SimulatedLatency`,
   `simulate_costs`, `simulate_latency`);
 * `deployed`: the network a profile's latency refers to (`deployed_network`,
-  `nb201_deployed_network`, `simulate_genotype`);
+  `simulate_genotype`);
 * `calibration`: fitting the free numbers to measurements (`fit_efficiency`, `FitResult`,
   `FIT_BOUNDS`, `median_latency_ms`, `calibrate_on_this_cpu`, `CALIBRATION_NETWORKS`,
   `with_specs`).
@@ -26,14 +27,17 @@ same family with `fit_efficiency` (`calibrate_on_this_cpu` does that for this ma
 What counts as a kernel comes from ONE real forward pass (eval mode, `no_grad`, the
 profile's batch size, zeros as input):
 
-* modules with a MAC counter in `search_spaces.complexity` (Conv2d, Linear, and whatever op
-  families register their own layers) are one kernel each: FLOPs = 2 x MACs from that
-  registry (scaled by `register_compute_scale` for low-bit / adder layers), bytes = inputs +
-  parameters + outputs. A conv with groups > 1 (depthwise) is its own kind with its own,
-  lower `eff_compute_depthwise` (such convs never run near peak). A 3x3 depthwise conv
-  moves about one byte per 2.25 FLOPs, left of every shipped GPU's ridge point, so it is
-  memory bound there; the lower factor makes 5x5 ones cost more than 3x3 ones, as on real
-  devices, and on a single phone core (cache-resident data) it may decide their time;
+* modules with a `LayerSpec` (`search_spaces.layer_spec`: Conv2d, Linear, and whatever op
+  families register their own layers) are one kernel each, of the spec's kind: FLOPs =
+  (2 x MACs + additions) x the spec's compute scale (below 1 for low-bit / adder layers),
+  bytes = inputs at the spec's act_bits + parameters at its weight_bits + outputs, each
+  capped at the profile's precision. A conv with groups > 1 (depthwise) is its own kind
+  with its own, lower `eff_compute_depthwise` (such convs never run near peak); a kind a
+  spec brings runs at `RooflineParams.kind_efficiency[kind]`, else eff_compute. A 3x3
+  depthwise conv moves about one byte per 2.25 FLOPs, left of every shipped GPU's ridge
+  point, so it is memory bound there; the lower factor makes 5x5 ones cost more than 3x3
+  ones, as on real devices, and on a single phone core (cache-resident data) it may
+  decide their time;
 * every other aten op (seen through a `TorchDispatchMode`) is a kernel of its own:
   element-wise ops (ReLU, the additions inside cells), concatenations, pooling, copies and
   eval-mode BatchNorm cost their bytes (inputs + outputs), which makes them memory bound;
@@ -64,7 +68,7 @@ from latency.simulate.calibration import (
     median_latency_ms,
     with_specs,
 )
-from latency.simulate.deployed import deployed_network, nb201_deployed_network, simulate_genotype
+from latency.simulate.deployed import deployed_network, simulate_genotype
 from latency.simulate.roofline import (
     LayerTime,
     RooflineParams,
@@ -74,7 +78,6 @@ from latency.simulate.roofline import (
 )
 from latency.simulate.tracing import (
     BYTES_PER_ELEMENT,
-    COMPUTE_SCALES,
     DEFAULTS,
     KINDS,
     ComputeScale,
@@ -82,17 +85,18 @@ from latency.simulate.tracing import (
     layer_costs,
     register_compute_scale,
 )
+from search_spaces.layer_spec import LayerSpec, register_layer
 
 __all__ = [
     "BYTES_PER_ELEMENT",
     "CALIBRATION_NETWORKS",
-    "COMPUTE_SCALES",
     "DEFAULTS",
     "FIT_BOUNDS",
     "KINDS",
     "ComputeScale",
     "FitResult",
     "LayerCost",
+    "LayerSpec",
     "LayerTime",
     "RooflineParams",
     "SimulatedLatency",
@@ -101,8 +105,8 @@ __all__ = [
     "fit_efficiency",
     "layer_costs",
     "median_latency_ms",
-    "nb201_deployed_network",
     "register_compute_scale",
+    "register_layer",
     "simulate_costs",
     "simulate_genotype",
     "simulate_latency",

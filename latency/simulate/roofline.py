@@ -1,14 +1,17 @@
 """The roofline model: the time of each counted kernel, and a network's simulated latency.
 
 Kept apart from the tracer (`tracing.py`) because it is the part with free numbers: peak
-rate, bandwidth, overhead and efficiencies come from a hardware profile or a fit.
+rate, bandwidth, overhead and efficiencies come from a hardware profile or a fit. The
+compute efficiency of a kernel is looked up by its kind (`RooflineParams.efficiency`), so
+a layer family that brings a kind of its own (an adder or binary conv) needs an entry in
+`kind_efficiency` at most, not a change here.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
@@ -83,14 +86,18 @@ class RooflineParams:
     fuse_activation: bool = DEFAULTS["fuse_activation"]
     batch_size: int = 1
     precision: str = "fp32"
+    #: compute efficiency of kernel kinds other than `depthwise` (default eff_compute)
+    kind_efficiency: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_profile(cls, profile: HardwareProfile, **overrides: Any) -> RooflineParams:
         """Read a profile's specs; keyword overrides use the spec names
-        (`eff_compute=0.3`, `kernel_overhead_us=2.0`, `batch_size=8`, ...)."""
+        (`eff_compute=0.3`, `kernel_overhead_us=2.0`, `batch_size=8`, ...), plus
+        `kind_efficiency={"adder": 0.3}` for kinds profiles have no spec for."""
         specs = {**DEFAULTS, **profile.specs}
         settings: dict[str, Any] = {"batch_size": profile.batch_size,
-                                    "precision": profile.precision}
+                                    "precision": profile.precision,
+                                    "kind_efficiency": {}}
         for key, value in overrides.items():
             if key in settings:
                 settings[key] = value
@@ -128,10 +135,19 @@ class RooflineParams:
             fuse_activation=bool(specs["fuse_activation"]),
             batch_size=int(settings["batch_size"]),
             precision=precision,
+            kind_efficiency={k: float(v) for k, v in settings["kind_efficiency"].items()},
         )
 
+    @property
+    def efficiencies(self) -> dict[str, float]:
+        """Kind -> compute efficiency for every kind that does not run at eff_compute
+        (`depthwise` is always the profile's eff_compute_depthwise, which fits adjust)."""
+        return {**self.kind_efficiency, "depthwise": self.eff_compute_depthwise}
+
     def efficiency(self, kind: str) -> float:
-        return self.eff_compute_depthwise if kind == "depthwise" else self.eff_compute
+        """Compute efficiency of a kernel kind; kinds without an entry (conv, linear, the
+        streaming kinds, and new ones) run at eff_compute."""
+        return self.efficiencies.get(kind, self.eff_compute)
 
     def time(self, cost: LayerCost) -> LayerTime:
         compute = cost.flops / (self.peak_flops * self.efficiency(cost.kind))

@@ -2,8 +2,16 @@
 
 The roofline (`roofline.py`) only turns these counts into time; keeping the tracer apart lets
 it be read, tested and reused without the model. The constants both sides read
-(`BYTES_PER_ELEMENT`, `DEFAULTS`) and the compute-scale registry (FLOPs are scaled when a
-kernel is counted) live here, so that `roofline` imports this module and not the reverse.
+(`BYTES_PER_ELEMENT`, `DEFAULTS`) live here, so that `roofline` imports this module and not
+the reverse.
+
+A module whose type has a `LayerSpec` (`search_spaces.layer_spec`: convs, linears, and the
+layers op families register) is one kernel that owns its subtree; the spec gives its kind,
+its MACs / additions, the factor on its FLOPs and the precision of its weights and input
+activations. Its bytes are counted per tensor: inputs at act_bits, weights (parameters
+and floating buffers) at weight_bits, outputs at the network's precision, each capped at
+the network's bytes per element, so a 4-bit layer moves less than an fp32 one beside it
+while a layer of default (32-bit) spec moves exactly what it did before specs had bits.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from search_spaces.complexity import find_mac_counter
+from search_spaces.layer_spec import LayerSpec, find_layer_spec, update_layer
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
@@ -36,9 +44,11 @@ DEFAULTS: dict[str, Any] = {
     "fuse_activation": True,
 }
 
-#: Kernel kinds. `conv`, `linear`, `matmul`, `custom` use eff_compute; `depthwise` uses
-#: eff_compute_depthwise; the rest are streaming kernels (they also use eff_compute for
-#: their few FLOPs, which never decides their time).
+#: The built-in kernel kinds. `conv`, `linear`, `matmul`, `custom` use eff_compute;
+#: `depthwise` uses eff_compute_depthwise; the rest are streaming kernels (they also use
+#: eff_compute for their few FLOPs, which never decides their time). A `LayerSpec` may name
+#: a kind of its own; it runs at eff_compute unless `RooflineParams.kind_efficiency` gives
+#: it another, and a BN / activation after it fuses as after any layer with a spec.
 KINDS = (
     "conv", "depthwise", "linear", "matmul", "custom",
     "elementwise", "batchnorm", "pool", "concat", "copy",
@@ -70,34 +80,32 @@ _FREE = {
     "select", "split", "chunk", "unbind", "narrow", "resize_", "set_", "_local_scalar_dense",
 }
 
-#: Low-bit / binary / adder layers: a factor on the FLOPs of their kernels
-#: (docs/methods.md#roofline-model: e.g. b_w * b_a / 64 for bit-operations against 64-bit
-#: popcount lanes).
+#: A factor on the FLOPs of a layer type's kernels (`LayerSpec.compute_scale`), e.g.
+#: b_w * b_a / 64 for bit-operations against 64-bit popcount lanes
+#: (docs/methods.md#roofline-model).
 ComputeScale = Callable[[nn.Module], float]
-COMPUTE_SCALES: dict[type[nn.Module], ComputeScale] = {}
 
 
 def register_compute_scale(
     *module_types: type[nn.Module],
 ) -> Callable[[ComputeScale], ComputeScale]:
-    """Decorator: `fn(module) -> factor` scales the FLOPs of that module type's kernels."""
+    """Decorator: `fn(module) -> factor` scales the FLOPs of that module type's kernels.
+
+    The older single-field form of `LayerSpec.compute_scale`: the type gets its own spec,
+    copied from the nearest registered one with the new scale. A type must have a layer
+    spec (or a counter) first, since only such modules are kernels whose FLOPs scale.
+    """
     if not module_types:
         raise TypeError("register_compute_scale needs at least one module type")
 
     def decorator(fn: ComputeScale) -> ComputeScale:
         for t in module_types:
-            COMPUTE_SCALES[t] = fn
+            if update_layer(t, compute_scale=fn) is None:
+                raise TypeError(f"{t.__name__} has no layer spec; register one (or its MAC "
+                                "counter) before its compute scale")
         return fn
 
     return decorator
-
-
-def _compute_scale(module: nn.Module) -> float:
-    for cls in type(module).__mro__:
-        fn = COMPUTE_SCALES.get(cls)
-        if fn is not None:
-            return float(fn(module))
-    return 1.0
 
 
 # ------------------------------------------------------------------------ data types
@@ -128,6 +136,7 @@ class _Raw:
     in_keys: list[int] = field(default_factory=list)
     out_keys: list[int] = field(default_factory=list)
     activation: bool = False
+    owned: bool = False  # a module with a layer spec: a kernel a BN / activation can join
 
 
 def _float_tensors(obj: Any) -> list[torch.Tensor]:
@@ -218,14 +227,6 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-def _owned_kind(module: nn.Module) -> str:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "depthwise" if module.groups > 1 else "conv"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    return "custom"
-
-
 def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool) -> list[LayerCost]:
     consumers: Counter[int] = Counter()
     for raw in raws:
@@ -238,7 +239,7 @@ def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool) -> list
         target = groups[g] if g is not None else None
         can_fuse = (
             target is not None
-            and target["kind"] in _FUSABLE_PRODUCERS
+            and target["fusable"]
             and consumers[cast(int, src)] == 1  # a target implies a producer of src
             and not target["act"]
         )
@@ -256,7 +257,8 @@ def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool) -> list
                 producer.update(dict.fromkeys(raw.out_keys, g))
                 continue
         groups.append({"name": raw.name, "op": raw.op, "kind": raw.kind, "flops": raw.flops,
-                       "bytes": raw.bytes, "bn": False, "act": False})
+                       "bytes": raw.bytes, "bn": False, "act": False,
+                       "fusable": raw.owned or raw.kind in _FUSABLE_PRODUCERS})
         producer.update(dict.fromkeys(raw.out_keys, len(groups) - 1))
     return [
         LayerCost(name=g["name"], op=g["op"], kind=g["kind"], flops=g["flops"], bytes=g["bytes"])
@@ -304,10 +306,10 @@ def layer_costs(
 
         return pre
 
-    def pop(name: str, counter: Any) -> Callable[..., None]:
+    def pop(name: str, spec: LayerSpec | None) -> Callable[..., None]:
         def post(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
             recorder.names.pop()
-            if counter is None:
+            if spec is None:
                 return
             recorder.owned_depth -= 1
             if recorder.owned_depth:
@@ -317,26 +319,31 @@ def layer_costs(
             weights = sum(p.numel() for p in module.parameters()) + sum(
                 b.numel() for b in module.buffers() if b.is_floating_point()
             )
-            moved = sum(t.numel() for t in ins) + weights + sum(t.numel() for t in outs)
-            macs = int(counter(module, inputs, output))
+            in_bytes = min(spec.act_bits_of(module) / 8, bpe)
+            weight_bytes = min(spec.weight_bits_of(module) / 8, bpe)
+            moved = (sum(t.numel() for t in ins) * in_bytes + weights * weight_bytes
+                     + sum(t.numel() for t in outs) * bpe)
+            macs = int(spec.count(module, inputs, output))
+            adds = spec.additions_of(module, inputs, output)
             recorder.keep.extend(outs)
             recorder.raws.append(_Raw(
                 name=name,
                 op=type(module).__name__,
-                kind=_owned_kind(module),
-                flops=2.0 * macs * _compute_scale(module),
-                bytes=float(moved * bpe),
+                kind=spec.kind_of(module),
+                flops=(2.0 * macs + adds) * spec.scale_of(module),
+                bytes=float(moved),
                 primary_in=_key(ins[0]) if ins else None,
                 in_keys=[_key(t) for t in ins],
                 out_keys=[_key(t) for t in outs],
+                owned=True,
             ))
 
         return post
 
     for name, module in model.named_modules():
-        counter = find_mac_counter(module)
-        handles.append(module.register_forward_pre_hook(push(name, counter is not None)))
-        handles.append(module.register_forward_hook(pop(name, counter), always_call=True))
+        spec = find_layer_spec(module)
+        handles.append(module.register_forward_pre_hook(push(name, spec is not None)))
+        handles.append(module.register_forward_hook(pop(name, spec), always_call=True))
 
     device, dtype = torch.device("cpu"), torch.float32
     for t in list(model.parameters()) + list(model.buffers()):

@@ -13,7 +13,8 @@ import argparse
 import json
 from typing import Any
 
-from nas.cli.info import NETWORK_SHAPES, network_size
+from nas.cli.info import network_size
+from search_spaces.darts_space import NETWORK_SHAPES
 from search_spaces.genotype_library import get_published, published_names
 
 DATASET = "cifar10"

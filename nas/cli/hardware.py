@@ -27,8 +27,7 @@ from latency.predictor.locate import default_samples_path, locate_predictor
 from latency.predictor.trust import prediction_caution
 from latency.samples import load_samples
 from search_spaces.errors import InputError, first_line
-
-SPACES = ("darts", "nb201")
+from search_spaces.space import space_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,7 +104,7 @@ def profile_row(name: str) -> dict[str, Any]:
         except InputError as e:
             row["error"] = first_line(e)
     row["spaces"] = {space: {**_samples(name, space), **_predictor(name, space)}
-                     for space in SPACES}
+                     for space in space_names()}
     return row
 
 
@@ -140,8 +139,10 @@ def _space_cell(s: dict[str, Any]) -> tuple[str, str]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The text form: one table line per profile, then the paths, cautions and errors
     that would not fit in a column."""
-    header = ["name", "dir", "kind", "source", "darts samples", "darts predictor",
-              "nb201 samples", "nb201 predictor", "device"]
+    spaces = space_names()
+    header = ["name", "dir", "kind", "source",
+              *(f"{s} {what}" for s in spaces for what in ("samples", "predictor")),
+              "device"]
     table = [header]
     for r in rows:
         cells = [r["name"], r["directory"] or "?"]
@@ -149,13 +150,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             cells += [r["kind"], r["source"]]
         else:
             cells += ["INVALID", "-"]
-        for space in SPACES:
+        for space in spaces:
             cells += _space_cell(r["spaces"][space])
         device = r["device"] if r["valid"] else "(see below)"
         cells.append(device if len(device) <= 48 else device[:45] + "...")
         table.append(cells)
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    right = {4, 5, 6, 7}  # counts and predictor figures
+    right = set(range(4, 4 + 2 * len(spaces)))  # counts and predictor figures
     lines = ["  ".join(c.rjust(w) if i in right else c.ljust(w)
                        for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip()
              for line in table]
@@ -167,7 +168,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             notes.append(f"  {r['name']}: invalid profile: {r['error']}")
         if r["shadows_shipped"]:
             notes.append(f"  {r['name']}: your profile shadows the shipped one of that name")
-        for space in SPACES:
+        for space in space_names():
             s = r["spaces"][space]
             if s["samples_error"]:
                 notes.append(f"  {r['name']} {space} samples: {s['samples_error']}")

@@ -1,6 +1,6 @@
 """`nas info`: size of the discrete network a genotype describes.
 
-Takes whatever `nas retrain --genotype` takes (`nas.retrain.networks.resolve_arch`): a
+Takes whatever `nas retrain --genotype` takes (`search_spaces.space.load_architecture`): a
 DARTS genotype becomes the DARTS evaluation network of the dataset's layout, a
 NAS-Bench-201 cell the benchmark's own network (C=16, 5 cells per stage), so the sizes
 printed here are those of the network a retrain would train. `network_size` is the one
@@ -11,32 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, cast
+from typing import Any
 
-from nas.retrain.networks import Arch, resolve_arch
 from search_spaces.complexity import count_macs, count_parameters
+from search_spaces.darts_space import NETWORK_SHAPES
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import published_names
-from search_spaces.nb201 import (
-    BENCHMARK_CELLS_PER_STAGE,
-    BENCHMARK_CHANNELS,
-    Nb201Arch,
-    Nb201Space,
-)
-from search_spaces.space import get_space
+from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS
+from search_spaces.space import load_architecture, space_of
 
-#: dataset -> (network layout, input shape, classes, default channels, default cells)
-NETWORK_SHAPES = {
-    "cifar10": ("cifar", (3, 32, 32), 10, 36, 20),
-    "imagenet": ("imagenet", (3, 224, 224), 1000, 48, 14),
-    "digits": ("cifar", (1, 8, 8), 10, 16, 8),
-}
-#: NAS-Bench-201's network is defined on CIFAR-sized inputs only (the benchmark's
-#: ImageNet is ImageNet16-120, 16x16 images); dataset -> (input shape, classes)
-NB201_SHAPES = {
-    "cifar10": ((3, 32, 32), 10),
-    "digits": ((1, 8, 8), 10),
-}
+#: every dataset some space has a network for
+DATASETS = sorted(NETWORK_SHAPES)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,8 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"published name ({', '.join(published_names())}), a JSON / DARTS-literal file, "
         "a genotype.json of `nas search --space nb201`, or an NB201 arch string '|...|'",
     )
-    p.add_argument("--dataset", choices=sorted(NETWORK_SHAPES), default="cifar10",
-                   help="the network's input and classes (default cifar10)")
+    p.add_argument("--dataset", default="cifar10",
+                   help=f"the network's input and classes: {', '.join(DATASETS)} (default "
+                   "cifar10; each space says which it has a network for)")
     p.add_argument("--channels", type=int, help="initial channels (default: 36 cifar10, "
                    f"48 imagenet, 16 digits; NB201: {BENCHMARK_CHANNELS})")
     p.add_argument("--layers", type=int, help="cells (default: 20 cifar10, 14 imagenet, "
@@ -67,39 +53,24 @@ def _positive(name: str, value: int | None) -> None:
         raise InputError(f"{name} must be a positive integer, got {value}")
 
 
-def network_size(arch: Arch, dataset: str = "cifar10", channels: int | None = None,
+def network_size(arch: Any, dataset: str = "cifar10", channels: int | None = None,
                  layers: int | None = None) -> dict[str, Any]:
     """Parameters (auxiliary head excluded) and MACs per image of `arch`'s network for
     `dataset`, with the shape it was sized at; `channels` / `layers` override the
-    defaults (for NB201, `layers` is cells per stage)."""
+    space's defaults (`SearchSpace.sized_network`)."""
     _positive("--channels", channels)
     _positive("--layers", layers)
-    if isinstance(arch, Nb201Arch):  # space_of(arch) == "nb201"
-        if dataset not in NB201_SHAPES:
-            raise InputError(
-                f"NAS-Bench-201's network is not defined for --dataset {dataset} (the "
-                f"benchmark has CIFAR-sized inputs); use {' or '.join(sorted(NB201_SHAPES))}"
-            )
-        shape, classes = NB201_SHAPES[dataset]
-        C = channels or BENCHMARK_CHANNELS
-        N = layers or BENCHMARK_CELLS_PER_STAGE
-        nb201 = cast(Nb201Space, get_space("nb201"))  # SPACES["nb201"] is the NB201 space
-        cells = nb201.build_network(arch, C=C, N=N, num_classes=classes, in_channels=shape[0])
-        return {"space": "nb201", "arch": str(arch), "dataset": dataset, "channels": C,
-                "layers": N, "cells_per_stage": N, "input": list(shape),
-                "params": count_parameters(cells), "macs": count_macs(cells, shape)}
-    layout, shape, classes, C, n_cells = NETWORK_SHAPES[dataset]
-    C = channels or C
-    n_cells = layers or n_cells
-    darts = get_space("darts")
-    net = darts.build_network(arch, C, n_cells, classes, shape[0], layout=layout)
-    return {"space": "darts", "dataset": dataset, "channels": C, "layers": n_cells,
-            "input": list(shape), "params": count_parameters(net),
-            "macs": count_macs(net, shape)}
+    space = space_of(arch)
+    sized = space.sized_network(arch, dataset, channels, layers)
+    return {"space": space.name, **sized.extra, "dataset": dataset,
+            "channels": sized.channels, "layers": sized.layers,
+            "layers_meaning": sized.layers_meaning, "input": list(sized.input_shape),
+            "params": count_parameters(sized.model),
+            "macs": count_macs(sized.model, sized.input_shape)}
 
 
 def run(args: argparse.Namespace) -> int:
-    arch = resolve_arch(args.genotype)
+    arch = load_architecture(args.genotype)
     result = {"genotype": args.genotype,
               **network_size(arch, args.dataset, args.channels, args.layers)}
     if args.json:
@@ -107,13 +78,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     shape = "x".join(map(str, result["input"]))
     C, layers, params, macs = (result[k] for k in ("channels", "layers", "params", "macs"))
-    if result["space"] == "nb201":
-        print(f"{args.genotype} (NAS-Bench-201 cell {result['arch']}) on {args.dataset}: "
-              f"the benchmark's network ({layers} cells per stage, {C} channels, "
-              f"input {shape})")
-    else:
-        print(f"{args.genotype} on {args.dataset} ({layers} cells, {C} channels, "
-              f"input {shape})")
+    print(f"{args.genotype} ({result['space']} space) on {args.dataset}: {layers} "
+          f"{result['layers_meaning']}, {C} channels, input {shape}")
     print(f"  parameters (auxiliary head excluded): {params:,} ({params / 1e6:.2f}M)")
     print(f"  multiply-accumulates per image:       {macs:,} ({macs / 1e6:.1f}M)")
     return 0

@@ -57,18 +57,13 @@ def run(args: argparse.Namespace) -> int:
 
     from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
     from latency.predictor.trust import prediction_caution
-    from latency.simulate import deployed_network
-    from nas.retrain.networks import resolve_arch, space_of
-    from nas.retrain.report import describe_deployed
-    from search_spaces.space import get_space
+    from search_spaces.space import load_architecture, space_of
 
     # what `nas retrain --genotype` takes: unknown op names fail here, one line
-    # Any: get_space is typed by DartsSpace, and space_of picks the space whose own cell
-    # type `arch` is, so that space's encode takes it
-    arch: Any = resolve_arch(args.network)
-    space = get_space(space_of(arch))
+    arch = load_architecture(args.network)
+    space = space_of(arch)
     result.update({"network": args.network, "space": space.name,
-                   "refers_to": describe_deployed(profile, space.name)})
+                   "refers_to": space.describe_deployed(profile)})
     # with --measure a missing default predictor only means no prediction
     find = locate_predictor if args.measure else require_predictor
     path = find(profile.name, space.name, args.predictor)
@@ -81,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         if profile.source != "measured":
             raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "
                              "this machine, so --measure cannot time it here")
-        model, shape = deployed_network(arch, profile)
+        model, shape = space.deployed_network(arch, profile)
         result.update(_measure(model, shape, profile, None))
     return _print(result, args.json)
 

@@ -16,6 +16,7 @@ from latency.predictor.locate import (
 from latency.predictor.train import evaluate_predictor, train_predictor
 from latency.samples import load_samples
 from search_spaces.errors import InputError
+from search_spaces.space import DEFAULT_SPACE, space_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own "
                    "for --space)")
-    p.add_argument("--space", choices=["darts", "nb201"],
+    p.add_argument("--space", choices=space_names(),
                    help="train: the space whose default sample file is read (default darts; "
                    "with --samples, the files' rows must be of it)")
     p.add_argument("--out", help="predictor directory (default <name>.predictor, or "
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("nas predictor train needs --hardware NAME")
     profile = load_profile(args.hardware)
 
-    files = args.samples or [str(default_samples_path(profile.name, args.space or "darts"))]
+    files = args.samples or [str(default_samples_path(profile.name, args.space or DEFAULT_SPACE))]
     if not 0.0 < args.test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.out:
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if foreign:
         raise InputError(f"{', '.join(files)} hold(s) samples of {', '.join(foreign)}; "
                          f"--hardware {profile.name} trains on {profile.name} samples only")
-    space = rows[0]["space"] if rows else "darts"
+    space = rows[0]["space"] if rows else DEFAULT_SPACE
     if args.space and {r["space"] for r in rows} != {args.space}:
         found = ", ".join(sorted({str(r["space"]) for r in rows}))
         raise InputError(f"{', '.join(files)} hold(s) {found} samples, not --space {args.space}")

@@ -11,7 +11,7 @@ from latency.hardware import load_profile, profile_names
 from latency.predictor.locate import default_samples_path
 from latency.profiling import profile_hardware
 from latency.samples import merge_samples, parse_shard
-from search_spaces.space import get_space
+from search_spaces.space import DEFAULT_SPACE, get_space
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(cpu, x86, arm, cuda)")
     p.add_argument("--device", help="import: device description of a new profile")
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
-    p.add_argument("--space", default="darts",
+    p.add_argument("--space", default=DEFAULT_SPACE,
                    help="darts (default) or nb201: the space sampled, or imported")
     p.add_argument("--samples", type=int, default=200, help="architectures (default 200)")
     p.add_argument("--out", help="sample file (default <name>.samples.jsonl, or "

@@ -21,7 +21,7 @@ from nas.cli.resume import (
 from nas.data.registry import dataset_names, load_dataset
 from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
 from nas.retrain.export import ONNX_FILE, STATE_DICT, export_network_onnx, save_state_dict
-from nas.retrain.networks import Arch, load_arch, resolve_arch, save_arch, space_of
+from nas.retrain.networks import Arch, load_arch, resolve_arch, save_arch
 from nas.retrain.report import (
     format_report,
     measured_latency_here,
@@ -34,6 +34,7 @@ from nas.search.config import default_preset
 from nas.threads import threads_now
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import published_names
+from search_spaces.space import claiming_space, get_space, space_of
 
 GENOTYPE_FILE = "genotype.json"
 REPORT_FILE = "report.json"
@@ -96,7 +97,7 @@ def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
         raise InputError("--extend continues a run: it needs --resume DIR")
     dataset = args.dataset or "digits"
     preset = args.preset or default_preset(dataset)
-    cfg = preset_config(preset, space_of(arch)).with_overrides(
+    cfg = preset_config(preset, space_of(arch).name).with_overrides(
         dataset=dataset, data_dir=args.data_dir, hardware=args.hardware,
         predictor=args.predictor, seed=args.seed if args.seed is not None else 0,
         epochs=args.epochs, init_channels=args.channels, layers=args.layers,
@@ -120,8 +121,9 @@ def _genotype_name(arg: str) -> str:
     file's stem, or its folder's name for a search run's `genotype.json`."""
     if arg in published_names():
         return arg
-    if arg.startswith("|"):
-        return "nb201-cell"
+    claimed = claiming_space(arg)
+    if claimed is not None:  # a space's text form, e.g. an NB201 arch string
+        return f"{claimed.name}-cell"
     path = Path(arg)
     return path.parent.name if path.stem == "genotype" and path.parent.name else path.stem
 
@@ -238,7 +240,7 @@ def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genot
         "genotype_name": name,
         "genotype": genotype.to_dict(),
         "dataset": cfg.dataset,
-        "network": {"layout": "cifar" if cfg.space == "darts" else cfg.space,
+        "network": {"layout": get_space(cfg.space).layout_name,
                     "channels": cfg.init_channels, "layers": cfg.layers,
                     "input": list(shape), "num_classes": spec.num_classes},
         "epochs": cfg.epochs,

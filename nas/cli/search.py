@@ -27,17 +27,15 @@ from nas.search.config import (
     validate_config,
 )
 from nas.search.driver import Search, SearchResult, load_search_data
+from nas.search.strategy import STRATEGIES, get_strategy
 from nas.threads import threads_now
 from search_spaces.errors import InputError
+from search_spaces.space import DEFAULT_SPACE, get_space, space_names
 
-#: --space name -> (cell space, default search strategy). `--space pdarts` is the
-#: documented short form of `--space darts --strategy pdarts`.
-SEARCH_SPACES = {
-    "darts": ("darts", "darts"),
-    "pdarts": ("darts", "pdarts"),
-    "nb201": ("nb201", "darts"),
-}
-STRATEGIES = ("darts", "pdarts")
+#: --space names that are not spaces -> (cell space, search strategy): `--space pdarts`
+#: is the documented short form of `--space darts --strategy pdarts`. Every registered
+#: space is a --space name of its own, searched with DARTS unless --strategy says.
+SPACE_ALIASES = {"pdarts": ("darts", "pdarts")}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,10 +46,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Defaults are the papers' settings; on the embedded digits dataset a small preset "
         "finishes in minutes on a CPU.",
     )
-    p.add_argument("--space", choices=sorted(SEARCH_SPACES),
+    p.add_argument("--space", choices=sorted([*space_names(), *SPACE_ALIASES]),
                    help="cell space: darts or nb201 (NAS-Bench-201 cells); pdarts is short "
                    "for --space darts --strategy pdarts (default: darts)")
-    p.add_argument("--strategy", choices=STRATEGIES,
+    p.add_argument("--strategy", choices=sorted(STRATEGIES),
                    help="search strategy: darts (one stage) or pdarts (progressive stages, "
                    "op pruning; DARTS cells only) (default: darts, or pdarts with --space "
                    "pdarts)")
@@ -104,12 +102,12 @@ RESUME_FLAGS = {
 def space_and_strategy(args: argparse.Namespace) -> tuple[str, str]:
     """(cell space, strategy) from --space and --strategy; a strategy the space cannot run
     is refused by `validate_config`."""
-    name = args.space or "darts"
-    space, strategy = SEARCH_SPACES[name]
+    name = args.space or DEFAULT_SPACE
+    space, strategy = SPACE_ALIASES.get(name, (name, "darts"))
     if args.strategy is not None:
-        if name == "pdarts" and args.strategy != "pdarts":
-            raise InputError(f"--space pdarts means P-DARTS; for --strategy {args.strategy} "
-                             "on DARTS cells use --space darts")
+        if name in SPACE_ALIASES and args.strategy != strategy:
+            raise InputError(f"--space {name} means {get_strategy(strategy).title}; for "
+                             f"--strategy {args.strategy} on {space} cells use --space {space}")
         strategy = args.strategy
     return space, strategy
 
@@ -139,8 +137,9 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
     if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
         raise InputError("--latency-weight / --latency-target need --hardware NAME")
     if args.second_order:
-        if strategy != "darts":
-            raise InputError("--second-order applies to DARTS only (P-DARTS is first order)")
+        if not get_strategy(strategy).second_order:
+            raise InputError(f"--second-order applies to DARTS only "
+                             f"({get_strategy(strategy).title} is first order)")
         cfg = cfg.with_overrides(second_order=True)
     if cfg.dataset == "cifar10" and not cfg.data_dir:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
@@ -156,7 +155,6 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any, str | None]:
         return [], None, None
     from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
     from nas.search.latency_loss import PredictorLatency, latency_probe, latency_term_factory
-    from search_spaces.space import get_space
 
     wants_loss = bool(cfg.latency_weight or cfg.latency_target_ms)
     find = require_predictor if wants_loss else locate_predictor
@@ -284,14 +282,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cells(cfg: SearchConfig) -> str:
-    if cfg.space == "nb201":
-        return f"3 stages x {cfg.layers} NB201 cells"
-    return f"{cfg.layers} cells"
+    return f"{cfg.layers} {get_space(cfg.space).layers_meaning}"
 
 
 def _default_out(cfg: SearchConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = "pdarts" if cfg.strategy == "pdarts" else cfg.space
+    name = get_strategy(cfg.strategy).run_name(cfg.space)
     return Path("results") / f"{stamp}-{name}-{cfg.hardware or 'nohw'}"
 
 
@@ -304,7 +300,7 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
     if s.get("final_val_acc") is not None:
         print(f"  final supernet validation accuracy: {s['final_val_acc']:.3f}")
     print(f"  genotype: {s['genotype_literal']}")
-    if cfg.strategy == "pdarts":
+    if "genotypes_by_max_skips" in s:
         print(f"  (normal cell limited to {cfg.max_skips} skip-connects; all limits in "
               "summary.json)")
     if cfg.hardware:

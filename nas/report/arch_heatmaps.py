@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nas.report.cells import darts_node_name, nb201_node_name, tex
+from nas.report.cells import tex
 from nas.report.epochs import epoch_axis
+from search_spaces.base import SearchSpace
+from search_spaces.darts_space import darts_node_name
 from search_spaces.errors import InputError
-from search_spaces.nb201 import NB201_EDGES
+from search_spaces.space import SPACES
 from search_spaces.supernet import cell_edges
 
 if TYPE_CHECKING:
@@ -199,10 +201,19 @@ def _ratio_colorbar(fig: Figure, image: Any, axes: Any, extend: str, pruned: boo
     return bar
 
 
+def _space(space: str) -> SearchSpace[Any] | None:
+    return SPACES.get(space)
+
+
 def edge_endpoints(space: str, num_edges: int) -> list[tuple[int, int]] | None:
-    """(source, target) node of each edge, or None if the count fits no known cell."""
-    if space == "nb201" and num_edges == len(NB201_EDGES):
-        return list(NB201_EDGES)
+    """(source, target) node of each edge, or None if the count fits no known cell: the
+    space's own edges when it is registered and the count is its, else a DARTS-like cell
+    with as many intermediate nodes as the count needs (a run of another `steps`)."""
+    known = _space(space)
+    if known is not None:
+        ends = list(known.edge_ends(known.cell_types[0]))
+        if len(ends) == num_edges:
+            return ends
     for steps in range(1, 16):
         if len(cell_edges(steps)) == num_edges:
             return cell_edges(steps)
@@ -214,10 +225,15 @@ def edge_titles(space: str, num_edges: int) -> list[str]:
     ends = edge_endpoints(space, num_edges)
     if ends is None:
         return [f"edge {e}" for e in range(num_edges)]
-    if space == "nb201":
-        return [f"{nb201_node_name(s)}→{nb201_node_name(d)}" for s, d in ends]
+    known = _space(space)
     steps = max(d for _, d in ends) - 1
-    return [f"{darts_node_name(s, steps)}→{darts_node_name(d, steps)}" for s, d in ends]
+
+    def name(index: int) -> str:
+        if known is not None and ends == list(known.edge_ends(known.cell_types[0])):
+            return known.node_name(index)
+        return darts_node_name(index, steps)
+
+    return [f"{name(s)}→{name(d)}" for s, d in ends]
 
 
 def _tex_title(title: str) -> str:

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, cast
 from nas.report import arch_heatmaps, cells, curves
 from nas.report.runs import ARCH_LOG, GENOTYPE, LOG, Run, load_run
 from search_spaces.errors import InputError
-from search_spaces.genotype import Genotype
-from search_spaces.nb201 import Nb201Arch
+from search_spaces.space import space_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -56,19 +55,14 @@ def _cell_plan(run: Run, note: Note) -> Plan:
              "no cell pictures")
         return []
     source = f"genotype from {run.genotype_source}"
-    if isinstance(genotype, Nb201Arch):
-        layout = cells.nb201_cell_layout(genotype)
-        return [("cell_normal.png",
-                 lambda: cells.draw_cell(layout, f"NB201 cell ({source})\n{genotype}"))]
-    assert isinstance(genotype, Genotype)
     plan: Plan = []
-    for cell in ("normal", "reduce"):
-        layout = cells.darts_cell_layout(getattr(genotype, cell),
-                                         getattr(genotype, f"{cell}_concat"))
+    for graph in space_of(genotype).cell_graphs(genotype):
+        layout = cells.cell_layout(graph)
+        title = f"{graph.title} ({source})" + (f"\n{graph.caption}" if graph.caption else "")
         # cast: mypy cannot infer a lambda with default arguments from its context
-        plan.append((f"cell_{cell}.png",
-                     cast("Callable[[], Figure]", lambda layout=layout, cell=cell: cells.draw_cell(
-                         layout, f"{cell} cell ({source})"))))
+        plan.append((f"cell_{graph.cell_type}.png",
+                     cast("Callable[[], Figure]", lambda layout=layout, title=title:
+                          cells.draw_cell(layout, title))))
     return plan
 
 

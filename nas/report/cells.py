@@ -1,7 +1,8 @@
 """Drawing a cell as a graph, with a layered layout computed here.
 
-The layout is separate from the drawing (`darts_cell_layout`, `nb201_cell_layout` are
-pure) so it can be tested without looking at pictures. It is a plain layered (Sugiyama
+A space describes each cell as a `CellGraph` (search_spaces/base.py); the layout
+(`cell_layout`) is separate from the drawing and pure, so it can be tested without
+looking at pictures. Unless the space places its nodes, it is a plain layered (Sugiyama
 style) layout, small enough to do by hand: inputs in layer 0, every other node one layer
 right of its deepest input, the output right of everything; nodes within a layer ordered
 by the mean height of their inputs, which removes most crossings in cells this small.
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from search_spaces.base import CellGraph
+from search_spaces.darts_space import darts_cell_graph
 from search_spaces.errors import GenotypeError
-from search_spaces.nb201 import NB201_EDGES, Nb201Arch
+from search_spaces.op_spec import family_from_name, find_op_spec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,9 +39,6 @@ FAMILY_COLOURS = {
     "none": "#999999",
     "other": "#CC79A7",
 }
-#: NB201 edges that jump over a node of the chain: above (negative) or below the axis,
-#: chosen so that no two arcs cross and their labels stay apart
-NB201_ARCS = {(0, 2): -0.3, (0, 3): -0.36, (1, 3): 0.3}
 ROLE_COLOURS = {"input": "#cfe2f3", "intermediate": "#fff2cc", "output": "#d9ead3"}
 
 
@@ -67,33 +67,12 @@ class CellLayout:
     edges: list[LayoutEdge]
 
 
-def op_family(op: str) -> str:
-    """Colour group of an operation: conv / pool / skip / none / other."""
-    name = op.lower()
-    if "conv" in name:
-        return "conv"
-    if "pool" in name:
-        return "pool"
-    if "skip" in name or name in ("identity", "id"):
-        return "skip"
-    if name in ("none", "zero"):
-        return "none"
-    return "other"
-
-
-def darts_node_name(index: int, steps: int = 4) -> str:
-    """DARTS state names: 0 and 1 are the previous cells' outputs, then nodes 0..steps-1."""
-    if index == 0:
-        return "c_{k-2}"
-    if index == 1:
-        return "c_{k-1}"
-    if index >= steps + 2:
-        return "c_{k}"
-    return str(index - 2)
-
-
-def nb201_node_name(index: int) -> str:
-    return str(index)
+def op_family(op: str, namespace: str = "") -> str:
+    """Colour group of an operation (conv / pool / skip / none / other, or a family an
+    op spec names): its spec's, so a new op is drawn as its author classed it; a name
+    without a spec (e.g. read from an old run) is classed by what its name suggests."""
+    spec = find_op_spec(op, namespace)
+    return spec.family if spec is not None else family_from_name(op)
 
 
 def _layered(
@@ -238,54 +217,34 @@ def _place_labels(
     return out
 
 
-def darts_cell_layout(
-    edges: Sequence[tuple[str, int]], concat: Sequence[int]
-) -> CellLayout:
-    """Layout of one DARTS cell: pairs ``2i, 2i+1`` of `edges` feed intermediate node i."""
-    if len(edges) % 2:
-        raise GenotypeError(f"a DARTS cell needs two edges per node, got {len(edges)} edges")
-    steps = len(edges) // 2
-    out = steps + 2
-    ids = list(range(steps + 3))
-    roles = {i: "input" if i < 2 else "output" if i == out else "intermediate" for i in ids}
-    links: list[tuple[int, int]] = []
-    for k, (op, src) in enumerate(edges):
-        dst = 2 + k // 2
-        if not 0 <= src < dst:
-            raise GenotypeError(f"edge {k} ({op!r}, {src}) feeds node {dst} but node {dst} "
-                                f"can only take inputs 0..{dst - 1}")
-        links.append((src, dst))
-    for c in concat:
-        if not 0 <= c < out:
-            raise GenotypeError(f"concat index {c} is outside the cell's nodes 0..{out - 1}")
-    all_links = links + [(c, out) for c in concat]
-    pos = _layered(ids, roles, all_links)
-    rads = _arcs(pos, all_links)
-    ops: list[str | None] = [op for op, _ in edges] + [None] * len(concat)
-    labels = _place_labels(pos, all_links, ops, rads)
+def cell_layout(graph: CellGraph) -> CellLayout:
+    """Where every node, edge and label of a cell goes. Nodes sit at the positions the
+    space suggests, else in columns by depth; edges take the space's curvatures, else the
+    gentlest arcs that clear every node."""
+    ids = sorted(graph.node_names)
+    links = [(src, dst) for src, dst, _ in graph.edges]
+    for src, dst in links:
+        if src not in graph.node_names or dst not in graph.node_names:
+            raise GenotypeError(f"edge {src}->{dst} of the {graph.title} joins a node the "
+                                f"cell does not have (nodes {ids[0]}..{ids[-1]})")
+    if graph.positions is not None:
+        pos = {i: (x * X_STEP, y * Y_STEP) for i, (x, y) in graph.positions.items()}
+    else:
+        pos = _layered(ids, graph.roles, links)
+    rads = ([graph.arcs.get(link, 0.0) for link in links] if graph.arcs is not None
+            else _arcs(pos, links))
+    ops = [op for _, _, op in graph.edges]
+    labels = _place_labels(pos, links, ops, rads)
     return CellLayout(
-        nodes={i: LayoutNode(i, darts_node_name(i, steps), roles[i], *pos[i]) for i in ids},
+        nodes={i: LayoutNode(i, graph.node_names[i], graph.roles[i], *pos[i]) for i in ids},
         edges=[LayoutEdge(s, d, op, r, xy) for (s, d), op, r, xy in zip(
-            all_links, ops, rads, labels, strict=True)],
+            links, ops, rads, labels, strict=True)],
     )
 
 
-def nb201_cell_layout(arch: Nb201Arch | Sequence[str]) -> CellLayout:
-    """Layout of a NAS-Bench-201 cell: node 0 in, node 3 out; `none` edges are left out."""
-    ops = arch.ops if isinstance(arch, Nb201Arch) else tuple(arch)
-    ids = [0, 1, 2, 3]
-    roles = {0: "input", 1: "intermediate", 2: "intermediate", 3: "output"}
-    kept = [(link, op) for link, op in zip(NB201_EDGES, ops, strict=True) if op != "none"]
-    links = [link for link, _ in kept]
-    # every node keeps its own column (a chain), whatever edges `none` removed
-    pos = {i: (i * X_STEP, 0.0) for i in ids}
-    rads = [NB201_ARCS.get(link, 0.0) for link in links]
-    labels = _place_labels(pos, links, [op for _, op in kept], rads)
-    return CellLayout(
-        nodes={i: LayoutNode(i, nb201_node_name(i), roles[i], *pos[i]) for i in ids},
-        edges=[LayoutEdge(s, d, op, r, xy) for ((s, d), op), r, xy in zip(
-            kept, rads, labels, strict=True)],
-    )
+def darts_cell_layout(edges: Sequence[tuple[str, int]], concat: Sequence[int]) -> CellLayout:
+    """Layout of one DARTS cell: pairs ``2i, 2i+1`` of `edges` feed intermediate node i."""
+    return cell_layout(darts_cell_graph(edges, concat))
 
 
 def tex(name: str) -> str:
@@ -339,7 +298,7 @@ def draw_cell(layout: CellLayout, title: str) -> Figure:
             family = op_family(edge.op)
             if family not in families:
                 families.append(family)
-            colour, style, width_ = FAMILY_COLOURS[family], "-", 1.8
+            colour, style, width_ = FAMILY_COLOURS.get(family, FAMILY_COLOURS["other"]), "-", 1.8
         ax.add_patch(FancyArrowPatch(
             (a.x, a.y), (b.x, b.y), patchA=circles[edge.src], patchB=circles[edge.dst],
             connectionstyle=f"arc3,rad={edge.rad}", arrowstyle="-|>", mutation_scale=12,
@@ -351,8 +310,11 @@ def draw_cell(layout: CellLayout, title: str) -> Figure:
                     rotation=angle, rotation_mode="anchor",
                     zorder=5, bbox={"boxstyle": "round,pad=0.15", "facecolor": "white",
                                     "edgecolor": "none", "alpha": 0.85})
-    handles = [Line2D([], [], color=colour, linewidth=2, label=f)
-               for f, colour in FAMILY_COLOURS.items() if f in families]
+    # known families in their fixed order, then any a registered op family brings
+    ordered = [f for f in FAMILY_COLOURS if f in families] + [
+        f for f in families if f not in FAMILY_COLOURS]
+    handles = [Line2D([], [], color=FAMILY_COLOURS.get(f, FAMILY_COLOURS["other"]),
+                      linewidth=2, label=f) for f in ordered]
     if any(e.op is None for e in layout.edges):
         handles.append(Line2D([], [], color="#888888", linestyle="--", label="concatenated"))
     if handles:

@@ -19,7 +19,7 @@ from typing import Any
 from search_spaces.errors import GenotypeError, InputError
 from search_spaces.fileio import read_json_lines
 from search_spaces.genotype import Genotype, load_genotype, parse_darts_literal
-from search_spaces.nb201 import Nb201Arch, parse_arch
+from search_spaces.space import DEFAULT_SPACE, SPACES, claiming_space, space_of
 
 CONFIG = "config.json"
 LOG = "log.jsonl"
@@ -28,7 +28,7 @@ GENOTYPE = "genotype.json"
 FINAL = "report.json"
 
 #: A cell to draw: a DARTS genotype or a NAS-Bench-201 architecture.
-Cell = Genotype | Nb201Arch
+Cell = Any  # an architecture of any space
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Run:
     path: Path
     kind: str  # "search" | "retrain"
     config: dict[str, Any]
-    space: str  # "darts" | "nb201"
+    space: str  # a registered space's name
     log: list[dict[str, Any]] = field(default_factory=list)
     arch: list[dict[str, Any]] = field(default_factory=list)
     genotype: Cell | None = None
@@ -81,22 +81,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def parse_cell(obj: Any, source: str) -> Cell:
-    """A genotype as stored anywhere in a run: DARTS dict or literal, or an NB201 arch.
-
-    NB201 cells are stored as ``{"space": "nb201", "arch": "|op~0|+...|"}`` or as the
-    bare arch string.
-    """
+    """A genotype as stored anywhere in a run: the form of the space that claims it (an
+    NB201 ``{"space": "nb201", "arch": ...}`` or bare arch string), else a DARTS dict or
+    literal, checked for structure only (a report draws any op name it is given)."""
     try:
-        if isinstance(obj, dict) and "arch" in obj:
-            arch = obj["arch"]
-            if not isinstance(arch, str):
-                raise GenotypeError(f"{source}: 'arch' must be an NB201 arch string")
-            return parse_arch(arch)
+        space = claiming_space(obj.strip() if isinstance(obj, str) else obj)
+        if space is not None:
+            return space.parse(obj.strip() if isinstance(obj, str) else obj, source=source)
         if isinstance(obj, str):
-            text = obj.strip()
-            if text.startswith("|"):
-                return parse_arch(text)
-            return _checked(parse_darts_literal(text, source=source), source)
+            return _checked(parse_darts_literal(obj.strip(), source=source), source)
         if isinstance(obj, dict):
             return _checked(Genotype.from_dict(obj, source=source), source)
     except GenotypeError as e:
@@ -115,7 +108,7 @@ def _checked(genotype: Genotype, source: str) -> Genotype:
 
 def _load_genotype_file(path: Path) -> Cell:
     data = read_json(path) if path.suffix == ".json" else None
-    if isinstance(data, dict) and "arch" in data:
+    if data is not None and claiming_space(data) is not None:
         return parse_cell(data, str(path))
     return _checked(load_genotype(path), f"'{path}'")
 
@@ -142,14 +135,19 @@ def _find_genotype(run: Run) -> None:
 
 
 def _space(run: Run) -> str:
+    """The run's space: as its config says, else that of its genotype, else the one whose
+    cell types its architecture weights have (a killed search), else the default."""
     space = run.settings.get("space")
-    if space in ("darts", "nb201"):
-        return str(space)
-    if isinstance(run.genotype, Nb201Arch):
-        return "nb201"
-    if run.arch and set(run.arch[0].get("weights") or {}) == {"normal"}:
-        return "nb201"
-    return "darts"
+    if isinstance(space, str) and space in SPACES:
+        return space
+    if run.genotype is not None:
+        return space_of(run.genotype).name
+    if run.arch:
+        types = set(run.arch[0].get("weights") or {})
+        matching = [s.name for s in SPACES.values() if set(s.cell_types) == types]
+        if len(matching) == 1:
+            return matching[0]
+    return DEFAULT_SPACE
 
 
 def load_run(path: str | os.PathLike[str]) -> Run:
@@ -173,7 +171,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
                          "retrain run")
     if not isinstance(config[kind], dict):
         raise InputError(f"{p / CONFIG}: '{kind}' must be a JSON object")
-    run = Run(path=p, kind=kind, config=config, space="darts")
+    run = Run(path=p, kind=kind, config=config, space=DEFAULT_SPACE)
     run.log = read_jsonl(p / LOG)
     if kind == "search":
         run.arch = read_jsonl(p / ARCH_LOG)

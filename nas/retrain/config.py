@@ -28,7 +28,7 @@ from search_spaces.errors import InputError
 class RetrainConfig(ConfigDict):
     KIND = "retrain"
 
-    space: str = "darts"  # darts | nb201: set from the genotype being trained
+    space: str = "darts"  # a registered space: set from the genotype being trained
     dataset: str = "digits"
     data_dir: str | None = None
     hardware: str | None = None
@@ -60,37 +60,36 @@ class RetrainConfig(ConfigDict):
 
 
 PAPER = RetrainConfig(preset="paper")
-NB201_PAPER = replace(
-    PAPER, space="nb201", init_channels=16, layers=5, auxiliary_weight=0.0, epochs=200,
-    batch_size=256, lr=0.1, nesterov=True, weight_decay=5e-4, grad_clip=0.0, cutout=0,
-    drop_path=0.0,
-)
-PRESETS: dict[tuple[str, str], RetrainConfig] = {
-    ("darts", "paper"): PAPER,
-    ("darts", "small"): replace(
+#: the DARTS recipes; a space changes what it trains differently (`retrain_overrides`)
+PRESETS: dict[str, RetrainConfig] = {
+    "paper": PAPER,
+    "small": replace(
         PAPER, preset="small", init_channels=16, layers=8, epochs=30, cutout=2, drop_path=0.1
     ),
-    ("nb201", "paper"): NB201_PAPER,
-    ("nb201", "small"): replace(NB201_PAPER, preset="small", epochs=30, batch_size=96),
 }
-PRESET_NAMES: tuple[str, ...] = tuple(sorted({name for _, name in PRESETS}))
+PRESET_NAMES: tuple[str, ...] = tuple(sorted(PRESETS))
 
 
 def preset_config(name: str, space: str = "darts") -> RetrainConfig:
     """The recipe `name` for cells of `space` (each space trains its cells its own way)."""
-    if (space, name) not in PRESETS:
-        known = ", ".join(n for s, n in PRESETS if s == space) or "none"
-        raise InputError(f"unknown retrain preset {name!r} for {space} cells; known: {known}")
-    return PRESETS[(space, name)]
+    from search_spaces.space import get_space
+
+    if name not in PRESETS:
+        raise InputError(f"unknown retrain preset {name!r} for {space} cells; "
+                         f"known: {', '.join(PRESET_NAMES)}")
+    return replace(PRESETS[name], space=space, **get_space(space).retrain_overrides(name))
 
 
 def validate_config(cfg: RetrainConfig) -> None:
     """Reject impossible settings with one-line errors before anything is written."""
+    from search_spaces.space import get_space
+
+    space = get_space(cfg.space)
+    fewest = space.min_layers()
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
-        (cfg.layers >= 3 or cfg.space != "darts",
-         f"--layers must be at least 3 (two reduction cells), got {cfg.layers}"),
-        (cfg.layers >= 1, f"--layers must be at least 1, got {cfg.layers}"),
+        (cfg.layers >= fewest, f"--layers must be at least {fewest}"
+         + (" (two reduction cells)" if fewest == 3 else "") + f", got {cfg.layers}"),
         (cfg.init_channels >= 2 and cfg.init_channels % 2 == 0,
          f"--channels must be an even number >= 2, got {cfg.init_channels}"),
         (cfg.batch_size >= 2, f"--batch-size must be at least 2, got {cfg.batch_size}"),
@@ -98,10 +97,10 @@ def validate_config(cfg: RetrainConfig) -> None:
         (0.0 <= cfg.drop_path < 1.0, f"--drop-path must be in [0, 1), got {cfg.drop_path}"),
         (cfg.cutout >= 0, f"--cutout must be >= 0, got {cfg.cutout}"),
         (cfg.grad_clip >= 0, f"gradient clipping must be >= 0, got {cfg.grad_clip}"),
-        (cfg.space != "nb201" or cfg.drop_path == 0,
-         "NAS-Bench-201 networks have no drop-path; drop --drop-path"),
-        (cfg.space != "nb201" or cfg.auxiliary_weight == 0,
-         "NAS-Bench-201 networks have no auxiliary head"),
+        (space.supports_drop_path or cfg.drop_path == 0,
+         f"{space.name} networks have no drop-path; drop --drop-path"),
+        (space.supports_auxiliary or cfg.auxiliary_weight == 0,
+         f"{space.name} networks have no auxiliary head"),
         (cfg.auxiliary_weight >= 0, f"auxiliary weight must be >= 0, got {cfg.auxiliary_weight}"),
     ]
     for ok, message in checks:

@@ -18,25 +18,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from latency.hardware import HardwareProfile, load_profile
+from latency.hardware import load_profile
 from search_spaces.complexity import count_macs, count_parameters
 
 #: the profile whose timing rules (batch, threads, precision, repeats) measure "here"
 HERE_PROFILE = "cpu"
-
-
-def describe_deployed(profile: HardwareProfile, space: str = "darts") -> str:
-    net = profile.network
-    shape = "x".join(str(s) for s in profile.input_shape)
-    if space == "nb201":  # latency.simulate.nb201_deployed_network: the benchmark's network
-        from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS
-
-        return (f"{profile.name}'s deployed NAS-Bench-201 network: C={BENCHMARK_CHANNELS}, "
-                f"{BENCHMARK_CELLS_PER_STAGE} cells per stage, "
-                f"input {shape}, batch {profile.batch_size}, {profile.precision}")
-    return (f"{profile.name}'s deployed network: {net.get('layout', 'cifar')} layout, input "
-            f"{shape}, {net['layers']} cells, {net['channels']} channels, batch "
-            f"{profile.batch_size}, {profile.precision}")
 
 
 def predicted_latency(genotype: Any, hardware: str,
@@ -46,13 +32,12 @@ def predicted_latency(genotype: Any, hardware: str,
     samples to take its figure at face value (`latency.predictor.trust`)."""
     from latency.predictor.locate import how_to_make, load_for_space, locate_predictor
     from latency.predictor.trust import prediction_caution
-    from nas.retrain.networks import space_of
-    from search_spaces.space import get_space
+    from search_spaces.space import space_of
 
     profile = load_profile(hardware)
-    space = get_space(space_of(genotype))
+    space = space_of(genotype)
     out: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
-                           "refers_to": describe_deployed(profile, space.name), "ms": None,
+                           "refers_to": space.describe_deployed(profile), "ms": None,
                            "caution": None}
     path = locate_predictor(profile.name, space.name, predictor)
     if path is None:

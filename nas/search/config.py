@@ -20,7 +20,7 @@ from search_spaces.errors import InputError
 class SearchConfig(ConfigDict):
     KIND = "search"
 
-    strategy: str = "darts"  # darts | pdarts
+    strategy: str = "darts"  # a registered strategy (nas.search.strategy): darts | pdarts
     space: str = "darts"
     dataset: str = "digits"
     data_dir: str | None = None
@@ -118,25 +118,15 @@ PRESETS: dict[tuple[str, str], SearchConfig] = {
 }
 
 
-# NAS-Bench-201 (searched with DARTS): `layers` is N, the cells per stage (3N in all).
-# paper: the benchmark's search network (C=16, N=5) with DARTS' optimiser settings, as
-# its DARTS baseline uses [R]. small: one cell per stage; an epoch costs ~0.3 s on
-# digits, so more epochs than DARTS' small preset give alpha room to move.
-SPACE_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("nb201", "paper"): dict(layers=5),
-    ("nb201", "small"): dict(layers=1, epochs=30),
-}
-
-
 def preset_config(strategy: str, preset: str, space: str = "darts") -> SearchConfig:
     """The preset of `strategy`, with `space`'s own changes to it (NB201's shape)."""
+    from search_spaces.space import get_space
+
     if (strategy, preset) not in PRESETS:
         names = sorted({p for _, p in PRESETS})
         raise InputError(f"unknown preset {preset!r} for {strategy}; known: {', '.join(names)}")
-    cfg = PRESETS[(strategy, preset)]
-    if space == "darts":
-        return cfg
-    return replace(cfg, space=space, **SPACE_PRESETS.get((space, preset), {}))
+    return replace(PRESETS[(strategy, preset)], space=space,
+                   **get_space(space).search_overrides(preset))
 
 
 def default_preset(dataset: str) -> str:
@@ -144,29 +134,29 @@ def default_preset(dataset: str) -> str:
     return "small" if dataset == "digits" else "paper"
 
 
-STRATEGY_NAMES = {"darts": "DARTS", "pdarts": "P-DARTS"}
-
-
 def validate_config(cfg: SearchConfig) -> None:
     """Reject impossible settings with one-line errors before any work starts."""
-    if cfg.strategy not in {"darts", "pdarts"}:
-        raise InputError(f"unknown search strategy {cfg.strategy!r}; known: darts, pdarts")
+    from nas.search.strategy import get_strategy
+    from search_spaces.space import get_space
+
+    strategy = get_strategy(cfg.strategy)
+    space = get_space(cfg.space)
     if cfg.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.epochs <= cfg.arch_start_epoch:
-        stage = " of each stage" if cfg.strategy == "pdarts" else ""
+        stage = " of each stage" if cfg.num_stages > 1 else ""
         raise InputError(
             f"--epochs {cfg.epochs} leaves no epoch for the architecture to train: "
-            f"{STRATEGY_NAMES.get(cfg.strategy, cfg.strategy)} ({cfg.preset} preset) trains "
+            f"{strategy.title} ({cfg.preset} preset) trains "
             f"only the weights for the first {cfg.arch_start_epoch} epochs{stage}; use --epochs "
             f"{cfg.arch_start_epoch + 1} or more")
-    if cfg.space == "darts" and cfg.layers < 3:
-        raise InputError(f"--layers must be at least 3 (two reduction cells), got {cfg.layers}")
-    if cfg.layers < 1:
-        raise InputError(f"--layers (cells per stage) must be at least 1, got {cfg.layers}")
-    if cfg.strategy == "pdarts" and cfg.space != "darts":
-        raise InputError(f"P-DARTS runs on the darts cell space only (its final step limits "
-                         f"skip-connects in DARTS cells), not on {cfg.space!r}")
+    fewest = space.min_layers()
+    if cfg.layers < fewest:
+        why = " (two reduction cells)" if fewest == 3 else ""
+        raise InputError(f"--layers must be at least {fewest}{why}, got {cfg.layers}")
+    if strategy.name not in space.strategies:
+        raise InputError(f"{strategy.title} does not run on the {space.name} space (it "
+                         f"supports: {', '.join(sorted(space.strategies))})")
     if cfg.init_channels < 2 or cfg.init_channels % 2:
         raise InputError(f"--channels must be an even number >= 2, got {cfg.init_channels}")
     if cfg.latency_weight < 0:
@@ -175,11 +165,11 @@ def validate_config(cfg: SearchConfig) -> None:
         raise InputError(f"--latency-target must be positive, got {cfg.latency_target_ms}")
     if not 0.0 < cfg.train_portion < 1.0:
         raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
-    if cfg.strategy == "pdarts":
+    if strategy.staged:
         n = cfg.num_stages
         for name in ("add_width", "num_to_keep", "skip_dropout"):
             if len(getattr(cfg, name)) != n:
-                raise InputError(f"P-DARTS needs {n} values for {name}, one per stage")
+                raise InputError(f"{strategy.title} needs {n} values for {name}, one per stage")
         keep = list(cfg.num_to_keep)
         if keep != sorted(keep, reverse=True) or keep[-1] != 1:
-            raise InputError("P-DARTS num_to_keep must decrease and end with 1")
+            raise InputError(f"{strategy.title} num_to_keep must decrease and end with 1")

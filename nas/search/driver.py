@@ -2,9 +2,11 @@
 
 DARTS is one stage over the full op set. P-DARTS is several stages; each builds a new,
 deeper supernet (fresh weights and architecture parameters) over the ops that survived
-the previous stage's pruning. A checkpoint after every epoch holds everything the next
-epoch needs (weights, both optimisers, RNG, position of the validation stream, surviving
-ops), so a resumed run continues exactly where an uninterrupted one would be.
+the previous stage's pruning. What differs between strategies is in
+`nas.search.strategy`; what differs between spaces is behind `SearchSpace`. A checkpoint
+after every epoch holds everything the next epoch needs (weights, both optimisers, RNG,
+position of the validation stream, surviving ops), so a resumed run continues exactly
+where an uninterrupted one would be.
 """
 
 from __future__ import annotations
@@ -23,25 +25,23 @@ from nas.run_dir import ARCH_LOG, LOG, RunDir
 from nas.search.architect import Architect, ArchLossTerm
 from nas.search.config import SearchConfig
 from nas.search.loop import arch_entropy, train_epoch
-from nas.search.pdarts import prune_edge_ops, skip_dropout_rate
+from nas.search.pdarts import prune_edge_ops
+from nas.search.strategy import get_strategy
 from nas.training import cosine_lr, evaluate
-from search_spaces.derive import restrict_skip_connects, skip_count
 from search_spaces.errors import InputError, first_line
-from search_spaces.genotype import Genotype
 from search_spaces.space import get_space
-from search_spaces.supernet import SuperNet
 
 Log = Callable[[str], None]
 EdgeOps = dict[str, Any]
 #: builds a stage's extra architecture-loss term from that stage's op sets
 TermFactory = Callable[[EdgeOps], ArchLossTerm]
 #: extra per-epoch log fields from (soft weights, op sets, derived genotype)
-Probe = Callable[[dict[str, torch.Tensor], EdgeOps, Genotype], dict[str, Any]]
+Probe = Callable[[dict[str, torch.Tensor], EdgeOps, Any], dict[str, Any]]
 
 
 @dataclass
 class SearchResult:
-    genotype: Genotype
+    genotype: Any  # an architecture of the run's space
     run_dir: RunDir
     summary: dict[str, Any]
 
@@ -50,7 +50,7 @@ def _stage_shape(cfg: SearchConfig, stage: int) -> tuple[int, int]:
     return cfg.init_channels + cfg.add_width[stage], cfg.layers + cfg.add_layers[stage]
 
 
-def _probs(model: SuperNet) -> dict[str, list[list[float]]]:
+def _probs(model: Any) -> dict[str, list[list[float]]]:
     return {k: w.detach().cpu().tolist() for k, w in model.arch_weights().items()}
 
 
@@ -74,6 +74,7 @@ class Search:
         self.log = log
         self.channels_last = channels_last
         self.space = get_space(cfg.space)
+        self.strategy = get_strategy(cfg.strategy)
         if data is None:
             data = load_search_data(cfg)
         self.spec = data.spec
@@ -89,19 +90,20 @@ class Search:
         self.edge_ops = self.space.full_edge_ops()
         self.val_stream = cycle(self.val_batches)
         self.stage_genotypes: list[dict[str, Any]] = []
-        self.model: SuperNet | None = None
+        self.model: Any = None
 
     # ------------------------------------------------------------------ building
 
     def _build_stage(self) -> None:
         cfg = self.cfg
         C, layers = _stage_shape(cfg, self.stage)
-        model = self.space.build_supernet(
+        # Any: every space's supernet has the methods the loop and Architect use
+        # (weight_parameters, arch_parameters, arch_weights, set_skip_dropout)
+        model: Any = self.space.build_supernet(
             C, layers, self.spec.num_classes, self.spec.in_channels, self.edge_ops
         )
         if self.channels_last:
-            # torch's stubs for Module.to omit the memory_format keyword it accepts at runtime
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.weight_optimizer = torch.optim.SGD(
             model.weight_parameters(),
@@ -192,13 +194,10 @@ class Search:
         assert model is not None
         t0 = time.perf_counter()
         lr = cosine_lr(self.epoch, cfg.epochs, cfg.lr, cfg.lr_min)
-        p = 0.0
-        if cfg.strategy == "pdarts":
-            p = skip_dropout_rate(
-                cfg.skip_dropout[self.stage], self.epoch, cfg.epochs,
-                cfg.arch_start_epoch, cfg.skip_dropout_decay,
-            )
-            model.set_skip_dropout(p)
+        rate = self.strategy.skip_dropout(cfg, self.stage, self.epoch)
+        if rate is not None:
+            model.set_skip_dropout(rate)
+        p = rate or 0.0
         train_arch = self.epoch >= cfg.arch_start_epoch
         stage_tag = f"stage {self.stage + 1}/{cfg.num_stages} " if cfg.num_stages > 1 else ""
         stats = train_epoch(
@@ -222,7 +221,7 @@ class Search:
         weights = model.arch_weights()
         record["entropy"] = arch_entropy(weights)
         genotype = self.space.derive(weights, self.edge_ops)
-        record["genotype"] = genotype.to_dict()
+        record["genotype"] = self.space.to_json(genotype)
         if self.probe is not None:
             record.update(self.probe(weights, self.edge_ops, genotype))
         record["seconds"] = time.perf_counter() - t0
@@ -250,7 +249,8 @@ class Search:
         keep = cfg.num_to_keep[self.stage]
         probs = model.arch_weights()
         self.stage_genotypes.append(
-            {"stage": self.stage, "genotype": self.space.derive(probs, self.edge_ops).to_dict()}
+            {"stage": self.stage,
+             "genotype": self.space.to_json(self.space.derive(probs, self.edge_ops))}
         )
         self.edge_ops = {
             k: prune_edge_ops(probs[k].detach().cpu().numpy(), self.edge_ops[k], keep, False)
@@ -267,11 +267,8 @@ class Search:
         assert model is not None
         weights = model.arch_weights()
         summary: dict[str, Any] = {"strategy": cfg.strategy, "seconds_this_session": seconds}
-        if cfg.strategy == "pdarts":
-            genotype, by_skips = self._pdarts_final(weights)
-            summary["genotypes_by_max_skips"] = by_skips
-        else:
-            genotype = self.space.derive(weights, self.edge_ops)
+        genotype, extra = self.strategy.final(self.space, weights, self.edge_ops, cfg)
+        summary.update(extra)
         self.space.save(genotype, self.run.path / "genotype.json")
         records = self.run.read_jsonl(LOG)
         final = records[-1] if records else {}
@@ -279,8 +276,8 @@ class Search:
             summary["latency"] = self.probe(weights, self.edge_ops, genotype)
         summary.update(
             {
-                "genotype": genotype.to_dict(),
-                "genotype_literal": str(genotype),
+                "genotype": self.space.to_json(genotype),
+                "genotype_literal": self.space.format(genotype),
                 "final_val_acc": final.get("val_acc"),
                 "final_train_acc": final.get("train_acc"),
                 "epochs_logged": len(records),
@@ -290,26 +287,6 @@ class Search:
         )
         self.run.write_json("summary.json", summary)
         return SearchResult(genotype, self.run, summary)
-
-    def _pdarts_final(
-        self, weights: dict[str, torch.Tensor]
-    ) -> tuple[Genotype, dict[str, dict[str, Any]]]:
-        """Last pruning to one op per edge, then at most M skip-connects in the normal cell."""
-        cfg, steps = self.cfg, self.space.steps
-        probs = {k: w.detach().cpu().numpy() for k, w in weights.items()}
-        reduce = restrict_skip_connects(probs["reduce"], self.edge_ops["reduce"], steps, 14)
-        unrestricted = restrict_skip_connects(probs["normal"], self.edge_ops["normal"], steps, 14)
-        concat = tuple(range(2 + steps - self.space.multiplier, steps + 2))
-        by_skips: dict[str, dict[str, Any]] = {}
-        chosen = None
-        for m in range(skip_count(unrestricted), -1, -1):
-            normal = restrict_skip_connects(probs["normal"], self.edge_ops["normal"], steps, m)
-            g = Genotype(tuple(normal), concat, tuple(reduce), concat)
-            by_skips[str(m)] = g.to_dict()
-            if m == min(cfg.max_skips, skip_count(unrestricted)):
-                chosen = g
-        assert chosen is not None
-        return chosen, by_skips
 
 
 def load_search_data(cfg: SearchConfig) -> DatasetSplits:

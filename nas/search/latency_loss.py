@@ -14,12 +14,12 @@ Two forms:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import torch
 
 from nas.search.architect import ArchLossTerm, ArchWeights
-from search_spaces.space import DartsSpace
+from search_spaces.base import SearchSpace
 
 EdgeOps = dict[str, Sequence[Sequence[str]]]
 
@@ -36,7 +36,7 @@ class LatencyModel(Protocol):
 
 def latency_term(
     model: LatencyModel,
-    space: DartsSpace,
+    space: SearchSpace[Any],
     edge_ops: EdgeOps,
     weight: float,
     target_ms: float | None = None,
@@ -54,13 +54,13 @@ TermFactory = Callable[[EdgeOps], ArchLossTerm]
 
 
 def latency_term_factory(
-    model: LatencyModel, space: DartsSpace, weight: float, target_ms: float | None = None
+    model: LatencyModel, space: SearchSpace[Any], weight: float, target_ms: float | None = None
 ) -> TermFactory:
     """Terms are rebuilt per P-DARTS stage, because the encoding depends on each edge's ops."""
     return lambda edge_ops: latency_term(model, space, edge_ops, weight, target_ms)
 
 
-def predicted_latency(model: LatencyModel, space: DartsSpace, weights: ArchWeights,
+def predicted_latency(model: LatencyModel, space: SearchSpace[Any], weights: ArchWeights,
                       edge_ops: EdgeOps) -> float:
     with torch.no_grad():
         return float(model.latency_ms(space.encode_weights(weights, edge_ops)))
@@ -80,14 +80,14 @@ class PredictorLatency:
         return self.mlp(encoding.to(self.dtype)) * self.reference_ms
 
 
-def latency_probe(model: LatencyModel, space: DartsSpace, label: str
+def latency_probe(model: LatencyModel, space: SearchSpace[Any], label: str
                   ) -> Callable[[ArchWeights, EdgeOps, object], dict[str, object]]:
     """Per-epoch log fields: predicted latency of the soft architecture and of the genotype
     derived from it (`label` says whether the predictor learned measured or simulated data)."""
 
     def probe(weights: ArchWeights, edge_ops: EdgeOps, genotype: object) -> dict[str, object]:
         with torch.no_grad():
-            derived = model.latency_ms(torch.as_tensor(space.encode(genotype)))  # type: ignore[arg-type]
+            derived = model.latency_ms(torch.as_tensor(space.encode(genotype)))
         return {
             "predicted_latency_ms": predicted_latency(model, space, weights, edge_ops),
             "genotype_predicted_latency_ms": float(derived),
