@@ -6,8 +6,9 @@ measurement settings) and where it comes from: `measured` on the device in hand,
 `imported` from someone else's data. A simulated profile must list its specs and their
 source, and says so wherever it is used.
 
-Schema (every key is checked; an unknown key, a wrong type, a negative or non-finite
-number is a `HardwareError` naming the file and the field, on one line)::
+Schema (`Profile` and its sections below, validated by pydantic; every key is checked:
+an unknown key, a wrong type, a negative or non-finite number is a `HardwareError` naming
+the file, the field and the bad value, on one line)::
 
     name: p100                 # str, the profile's name (the file stem for shipped ones)
     kind: cuda                 # cpu | x86 | arm | cuda
@@ -48,24 +49,38 @@ number is a `HardwareError` naming the file and the field, on one line)::
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    with_config,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import NotRequired, TypedDict
 
 from search_spaces.errors import InputError, first_line
 
-SOURCES = ("measured", "simulated", "imported")
-KINDS = ("cpu", "x86", "arm", "cuda")
+Kind = Literal["cpu", "x86", "arm", "cuda"]
+Source = Literal["measured", "simulated", "imported"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Layout = Literal["cifar", "imagenet"]
+SOURCES: tuple[str, ...] = get_args(Source)
+KINDS: tuple[str, ...] = get_args(Kind)
 CPU_KINDS = ("cpu", "x86", "arm")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-LAYOUTS = ("cifar", "imagenet")
-REQUIRED = ("name", "kind", "source", "device", "measurement", "network")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 #: Spec keys a simulated profile must give (the roofline cannot run without them).
 SIMULATED_SPECS = ("source", "peak_fp32_tflops", "memory_bandwidth_gbs", "kernel_overhead_us")
 
@@ -74,9 +89,131 @@ class HardwareError(InputError):
     """An unknown or malformed hardware profile."""
 
 
-# ----------------------------------------------------------------------------- checks
+# ------------------------------------------------------------------- schema (pydantic)
 
-Check = Callable[[str, str, Any], Any]
+
+def _expect(what: str) -> WrapValidator:
+    """Whatever pydantic finds wrong with a value, say in one phrase what it must be. The
+    value is kept as given (an int stays an int where a number is expected)."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            handler(value)
+        except ValidationError:
+            raise PydanticCustomError("expected", "must be {expected}",
+                                      {"expected": what}) from None
+        return value
+
+    return WrapValidator(check)
+
+
+def _spec_names(exclude: tuple[str, ...]) -> AfterValidator:
+    """Every key of a list or mapping must name a spec (`SPEC_KEYS`), none of `exclude`."""
+
+    def check(value: Any) -> Any:
+        for key in value:
+            if key not in SPEC_KEYS or key in exclude:
+                raise PydanticCustomError("spec_key", "{key} is not a spec key",
+                                          {"key": repr(key)})
+        return value
+
+    return AfterValidator(check)
+
+
+# Every field type is strict (no "1" for 1, no true for 1, no 1.5 for an int; an int is a
+# number; lists and mappings are strict through `_SECTION`), numbers are finite, and each
+# type says in words what it must be.
+Text = Annotated[str, StringConstraints(strict=True, pattern=r"\S"),
+                 _expect("a non-empty string")]
+PositiveInt = Annotated[int, Field(strict=True, gt=0), _expect("a positive integer")]
+Count = Annotated[int, Field(strict=True, ge=0), _expect("an integer >= 0")]
+Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False),
+                     _expect("a positive number")]
+NonNegative = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False),
+                        _expect("a number >= 0")]
+Efficiency = Annotated[float, Field(strict=True, gt=0, le=1, allow_inf_nan=False),
+                       _expect("a number in (0, 1]")]
+Threshold = Annotated[float, Field(strict=True, gt=0, lt=1, allow_inf_nan=False),
+                      _expect("a number in (0, 1)")]
+Flag = Annotated[bool, Field(strict=True), _expect("true or false")]
+Shape = Annotated[list[Annotated[int, Field(strict=True, gt=0)]],
+                  Field(min_length=1, max_length=4),
+                  _expect("a list of 1-4 positive integers (one sample's shape)")]
+SpecNames = Annotated[list[str], _expect("a list of spec names"),
+                      _spec_names(exclude=("sources", "estimates"))]
+SpecSources = Annotated[dict[str, Text],
+                        _spec_names(exclude=("sources", "estimates", "source"))]
+
+_SECTION = ConfigDict(extra="forbid", strict=True)
+
+
+@with_config(_SECTION)
+class Measurement(TypedDict):
+    backend: Text
+    batch_size: PositiveInt
+    precision: Annotated[Precision, _expect(f"one of {', '.join(PRECISIONS)}")]
+    threads: NotRequired[PositiveInt]  # required for CPU kinds (see parse_profile)
+    warmup: NotRequired[Count]
+    warmup_s: NotRequired[NonNegative]
+    repeats: NotRequired[PositiveInt]
+    min_time_s: NotRequired[NonNegative]
+    noise_threshold: NotRequired[Threshold]
+
+
+@with_config(_SECTION)
+class Network(TypedDict):
+    dataset: Text
+    layout: NotRequired[Annotated[Layout, _expect(f"one of {', '.join(LAYOUTS)}")]]
+    input: Shape
+    layers: PositiveInt
+    channels: PositiveInt
+    num_classes: PositiveInt
+
+
+@with_config(_SECTION)
+class Specs(TypedDict, total=False):
+    """All optional; a simulated profile must give `SIMULATED_SPECS` (see parse_profile)."""
+
+    source: Text
+    peak_fp32_tflops: Positive
+    memory_bandwidth_gbs: Positive
+    kernel_overhead_us: NonNegative
+    peak_fp16_tflops: Positive
+    peak_int8_tops: Positive
+    eff_compute: Efficiency
+    eff_compute_depthwise: Efficiency
+    eff_memory: Positive  # may exceed 1: cache-resident data
+    fold_batchnorm: Flag
+    fuse_activation: Flag
+    cores: PositiveInt
+    frequency_ghz: Positive
+    flops_per_cycle: Positive
+    memory_gb: Positive
+    memory: Text
+    tdp_w: Positive
+    l2_cache_mb: Positive
+    sources: SpecSources
+    estimates: SpecNames
+
+
+SPEC_KEYS = tuple(Specs.__annotations__)
+
+
+@with_config(_SECTION)
+class Profile(TypedDict):
+    name: Text
+    kind: Annotated[Kind, _expect(f"one of {', '.join(KINDS)}")]
+    source: Annotated[Source, _expect(f"one of {', '.join(SOURCES)}")]
+    device: Text
+    measurement: Measurement
+    network: Network
+    specs: NotRequired[Specs | None]
+    notes: NotRequired[Text]
+
+
+_SECTIONS: dict[str, Any] = {"": Profile, "measurement": Measurement, "network": Network,
+                             "specs": Specs}
+_PROFILE = TypeAdapter(Profile)
 
 
 def _brief(value: Any) -> str:
@@ -84,162 +221,32 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _fail(where: str, field_name: str, expected: str, value: Any) -> HardwareError:
-    return HardwareError(f"{where}: {field_name} must be {expected}, got {_brief(value)}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _string(where: str, name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(where, name, "a non-empty string", value)
-    return value
-
-
-def _integer(minimum: int) -> Check:
-    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-
-    def check(where: str, name: str, value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise _fail(where, name, what, value)
-        return value
-
-    return check
-
-
-def _number(low: float = 0.0, high: float = math.inf, *, low_open: bool = True,
-            high_open: bool = True) -> Check:
-    left = "(" if low_open else "["
-    right = ")" if high_open else "]"
-    if math.isinf(high):
-        what = "a positive number" if low == 0 and low_open else f"a number >= {low:g}"
-    else:
-        what = f"a number in {left}{low:g}, {high:g}{right}"
-
-    def check(where: str, name: str, value: Any) -> float:
-        ok = _is_number(value) and math.isfinite(value)
-        if ok:
-            ok = (value > low if low_open else value >= low) and (
-                value < high if high_open else value <= high
-            )
-        if not ok:
-            raise _fail(where, name, what, value)
-        return value
-
-    return check
-
-
-def _choice(options: tuple[str, ...]) -> Check:
-    def check(where: str, name: str, value: Any) -> str:
-        if value not in options:
-            raise _fail(where, name, f"one of {', '.join(options)}", value)
-        return value
-
-    return check
-
-
-def _boolean(where: str, name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(where, name, "true or false", value)
-    return value
-
-
-def _shape(where: str, name: str, value: Any) -> list[int]:
-    if (
-        not isinstance(value, list)
-        or not 1 <= len(value) <= 4
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise _fail(where, name, "a list of 1-4 positive integers (one sample's shape)", value)
-    return list(value)
-
-
-def _spec_keys_list(where: str, name: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _fail(where, name, "a list of spec names", value)
-    for v in value:
-        if v not in SPECS_SCHEMA or v in ("sources", "estimates"):
-            raise HardwareError(f"{where}: {name}: {v!r} is not a spec key")
-    return list(value)
-
-
-def _spec_sources(where: str, name: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise _fail(where, name, "a mapping of spec name to source", value)
-    for key, text in value.items():
-        if key not in SPECS_SCHEMA or key in ("sources", "estimates", "source"):
-            raise HardwareError(f"{where}: {name}: {key!r} is not a spec key")
-        _string(where, f"{name}.{key}", text)
-    return dict(value)
-
-
-_positive_int = _integer(1)
-_positive = _number()
-_fraction = _number(0.0, 1.0, high_open=False)
-
-#: section -> key -> (required, check). `required` for specs means "for simulated profiles".
-MEASUREMENT_SCHEMA: dict[str, tuple[bool, Check]] = {
-    "backend": (True, _string),
-    "batch_size": (True, _positive_int),
-    "precision": (True, _choice(PRECISIONS)),
-    "threads": (False, _positive_int),
-    "warmup": (False, _integer(0)),
-    "warmup_s": (False, _number(0.0, low_open=False)),
-    "repeats": (False, _positive_int),
-    "min_time_s": (False, _number(0.0, low_open=False)),
-    "noise_threshold": (False, _number(0.0, 1.0)),
-}
-NETWORK_SCHEMA: dict[str, tuple[bool, Check]] = {
-    "dataset": (True, _string),
-    "layout": (False, _choice(LAYOUTS)),
-    "input": (True, _shape),
-    "layers": (True, _positive_int),
-    "channels": (True, _positive_int),
-    "num_classes": (True, _positive_int),
-}
-SPECS_SCHEMA: dict[str, tuple[bool, Check]] = {
-    "source": (True, _string),
-    "peak_fp32_tflops": (True, _positive),
-    "memory_bandwidth_gbs": (True, _positive),
-    "kernel_overhead_us": (True, _number(0.0, low_open=False)),
-    "peak_fp16_tflops": (False, _positive),
-    "peak_int8_tops": (False, _positive),
-    "eff_compute": (False, _fraction),
-    "eff_compute_depthwise": (False, _fraction),
-    "eff_memory": (False, _positive),
-    "fold_batchnorm": (False, _boolean),
-    "fuse_activation": (False, _boolean),
-    "cores": (False, _positive_int),
-    "frequency_ghz": (False, _positive),
-    "flops_per_cycle": (False, _positive),
-    "memory_gb": (False, _positive),
-    "memory": (False, _string),
-    "tdp_w": (False, _positive),
-    "l2_cache_mb": (False, _positive),
-    "sources": (False, _spec_sources),
-    "estimates": (False, _spec_keys_list),
-}
-TOP_KEYS = (*REQUIRED, "specs", "notes")
-
-
-def _section(
-    data: Any, schema: dict[str, tuple[bool, Check]], section: str, where: str,
-    *, require: bool = True,
-) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise _fail(where, section, "a mapping", data)
-    unknown = [str(k) for k in data if k not in schema]
-    if unknown:
-        raise HardwareError(
-            f"{where}: {section}: unknown key {unknown[0]!r}; known keys: {', '.join(schema)}"
-        )
-    if require:
-        missing = [k for k, (req, _) in schema.items() if req and k not in data]
-        if missing:
-            raise HardwareError(f"{where}: {section}: missing keys: {', '.join(missing)}")
-    return {k: schema[k][1](where, f"{section}.{k}", v) for k, v in data.items()}
+def _problem(error: ValidationError) -> str:
+    """pydantic's first error as one line: the field path, what it must be, the bad value
+    (unknown keys first, then missing ones, as a reader fixes them); and how many more."""
+    order = {"extra_forbidden": 0, "invalid_key": 0, "missing": 1}
+    errors = sorted(error.errors(), key=lambda e: order.get(e["type"], 2))
+    first, kind = errors[0], errors[0]["type"]
+    loc = [str(part) for part in first["loc"]]
+    path, section = ".".join(loc), ".".join(loc[:-1])
+    head = f"{section}: " if section else ""
+    told = [first]
+    if kind in ("extra_forbidden", "invalid_key"):  # invalid_key: not a string
+        known = ", ".join(_SECTIONS[section].__annotations__) if section in _SECTIONS else ""
+        text = f"{head}unknown key {loc[-1]!r}; known keys: {known}"
+    elif kind == "missing":
+        told = [e for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1]]
+        text = f"{head}missing keys: {', '.join(str(e['loc'][-1]) for e in told)}"
+    elif kind == "expected":
+        text = f"{path} must be {first['ctx']['expected']}, got {_brief(first['input'])}"
+    elif kind == "dict_type":
+        text = f"{path} must be a mapping, got {_brief(first['input'])}"
+    elif loc[-1:] == ["[key]"]:  # a mapping's key (specs.sources)
+        text = f"{'.'.join(loc[:-2])}: key {first['input']!r} must be a spec name"
+    else:  # our own checks (spec keys), or a pydantic message
+        text = f"{path}: {first['msg']}"
+    more = len(errors) - len(told)
+    return text + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
 
 # ---------------------------------------------------------------------------- profile
@@ -356,46 +363,34 @@ def parse_profile(data: Any, where: str) -> HardwareProfile:
     """Validate a profile already read from YAML; `where` names it in error messages."""
     if not isinstance(data, dict):
         raise HardwareError(f"{where}: a hardware profile must be a YAML mapping")
-    unknown = [str(k) for k in data if k not in TOP_KEYS]
-    if unknown:
-        raise HardwareError(
-            f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(TOP_KEYS)}"
-        )
-    missing = [k for k in REQUIRED if k not in data]
-    if missing:
-        raise HardwareError(f"{where}: missing keys: {', '.join(missing)}")
-    name = _string(where, "name", data["name"])
-    kind = _choice(KINDS)(where, "kind", data["kind"])
-    source = _choice(SOURCES)(where, "source", data["source"])
-    device = _string(where, "device", data["device"])
-    notes = _string(where, "notes", data["notes"]) if "notes" in data else ""
-    measurement = _section(data["measurement"], MEASUREMENT_SCHEMA, "measurement", where)
-    if kind in CPU_KINDS and "threads" not in measurement:
+    try:
+        checked = _PROFILE.validate_python(data)
+    except ValidationError as e:
+        raise HardwareError(f"{where}: {_problem(e)}") from None
+    kind, source, specs = checked["kind"], checked["source"], checked.get("specs")
+    if kind in CPU_KINDS and "threads" not in checked["measurement"]:
         raise HardwareError(
             f"{where}: measurement: missing keys: threads (required for kind {kind})"
         )
-    network = _section(data["network"], NETWORK_SCHEMA, "network", where)
-    simulated = source == "simulated"
-    specs_data = data.get("specs")
-    if specs_data is None:
-        if simulated:
+    if source == "simulated":
+        if specs is None:
             raise HardwareError(
                 f"{where}: specs: a simulated profile must list its specs "
                 f"({', '.join(SIMULATED_SPECS)}) and their source"
             )
-        specs: dict[str, Any] = {}
-    else:
-        specs = _section(specs_data, SPECS_SCHEMA, "specs", where, require=simulated)
+        missing = [k for k in SIMULATED_SPECS if k not in specs]
+        if missing:
+            raise HardwareError(f"{where}: specs: missing keys: {', '.join(missing)}")
     return HardwareProfile(
-        name=name,
+        name=checked["name"],
         kind=kind,
         source=source,
-        device=device,
-        measurement=measurement,
-        network=network,
-        specs=specs,
+        device=checked["device"],
+        measurement=dict(checked["measurement"]),
+        network=dict(checked["network"]),
+        specs=dict(specs or {}),
         path=where,
-        notes=notes,
+        notes=checked.get("notes", ""),
     )
 
 

@@ -14,22 +14,46 @@ that is not a sample file is refused, never truncated.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError, with_config
+from typing_extensions import NotRequired, TypedDict
 
 from search_spaces.base import SearchSpace
 from search_spaces.errors import InputError
 from search_spaces.fileio import atomic_write_bytes, read_json_lines
 
-REQUIRED = (
-    "id", "space", "arch", "latency_ms", "hardware", "source", "backend",
-    "batch_size", "timestamp",
-)
-SOURCES = ("measured", "simulated", "imported")
+Source = Literal["measured", "simulated", "imported"]
+SOURCES: tuple[str, ...] = get_args(Source)
+_Name = Annotated[str, StringConstraints(min_length=1)]
+
+
+@with_config(ConfigDict(extra="allow", strict=True))  # strict: no "1" for 1, no true for 1
+class Row(TypedDict):
+    """What every sample row holds; a row may hold more (threads, precision, noisy, ...)."""
+
+    id: Annotated[int, Field(ge=0)]
+    space: _Name
+    arch: Any  # the space reads it (`space.parse`)
+    latency_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    hardware: _Name
+    source: Source
+    backend: _Name
+    batch_size: Annotated[int, Field(gt=0)]
+    timestamp: _Name
+    seed: NotRequired[Annotated[int, Field(ge=0)]]
+
+
+REQUIRED = tuple(k for k in Row.__annotations__ if k in Row.__required_keys__)
+_ROW = TypeAdapter(Row)
+#: what a field must be, as an error says it (the rest: a non-empty string)
+_EXPECTED = {"id": "a non-negative integer", "seed": "a non-negative integer",
+             "latency_ms": "a positive, finite number", "batch_size": "a positive integer",
+             "source": f"one of {', '.join(SOURCES)}"}
 
 
 class SampleError(InputError):
@@ -41,20 +65,24 @@ def now_iso() -> str:
 
 
 def validate_row(row: Any, where: str) -> dict[str, Any]:
+    """`row` itself when it is a valid sample (`Row`), else a one-line `SampleError`."""
     if not isinstance(row, dict):
         raise SampleError(f"{where}: a sample must be a JSON object")
-    missing = [k for k in REQUIRED if k not in row]
-    if missing:
-        raise SampleError(f"{where}: missing fields: {', '.join(missing)}")
-    lat = row["latency_ms"]
-    if isinstance(lat, bool) or not isinstance(lat, (int, float)) or not math.isfinite(lat):
-        raise SampleError(f"{where}: latency_ms must be a finite number, got {lat!r}")
-    if lat <= 0:
-        raise SampleError(f"{where}: latency_ms must be positive, got {lat!r}")
-    if row["source"] not in SOURCES:
-        raise SampleError(f"{where}: source {row['source']!r} is not one of {', '.join(SOURCES)}")
-    if not isinstance(row["id"], int) or isinstance(row["id"], bool) or row["id"] < 0:
-        raise SampleError(f"{where}: id must be a non-negative integer, got {row['id']!r}")
+    try:
+        _ROW.validate_python(row)
+    except ValidationError as e:
+        errors = e.errors()
+        told = [x for x in errors if x["type"] == "missing"] or errors[:1]
+        name = ", ".join(str(x["loc"][0]) for x in told)
+        if told[0]["type"] == "missing":
+            text = f"missing fields: {name}"
+        else:
+            text = (f"{name} must be {_EXPECTED.get(name, 'a non-empty string')}, "
+                    f"got {told[0]['input']!r}")
+        more = len(errors) - len(told)
+        if more:
+            text += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise SampleError(f"{where}: {text}") from None
     return row
 
 

@@ -224,3 +224,103 @@ def test_predictions_are_labelled_by_what_the_predictor_learned() -> None:
     # a model of measurements is still a model: never labelled plain "measured"
     assert load_profile("cpu").prediction_label == "measured-model"
     assert load_profile("p100").prediction_label == "simulated"
+
+
+# --------------------------------------------- what the validation library adds (pydantic)
+
+
+def test_one_problem_is_told_and_the_others_counted(tmp_path: Path) -> None:
+    data = changed(("kind",), "abacus")
+    data["measurement"]["batch_size"] = 0
+    message = load_error(tmp_path, data)
+    assert "kind must be one of cpu, x86, arm, cuda, got 'abacus'" in message
+    assert message.endswith(" (and 1 more problem)"), message
+    data["colour"] = "red"  # an unknown key is told first: it is often a misspelt field
+    message = load_error(tmp_path, data)
+    assert "unknown key 'colour'" in message and message.endswith("(and 2 more problems)")
+
+
+@pytest.mark.parametrize(("path", "value", "needle"), [
+    ((1,), 2, "unknown key '1'"),
+    (("measurement", 1), 2, "measurement: unknown key '1'"),
+    (("specs", "sources"), {1: "x"}, "specs.sources: key 1 must be a spec name"),
+])
+def test_keys_that_are_not_strings(tmp_path: Path, path: tuple[Any, ...], value: Any,
+                                   needle: str) -> None:
+    text = yaml.safe_dump(changed(path, value), sort_keys=False)
+    assert needle in load_error(tmp_path, text)
+
+
+def test_values_are_kept_as_written(tmp_path: Path) -> None:
+    # pydantic would turn an int into a float where a number is expected; the profile
+    # keeps what the YAML says (a profile's dict reads back as itself)
+    data = changed(("specs", "memory_bandwidth_gbs"), 732)
+    profile = load_profile(str(write(tmp_path, data)))
+    assert type(profile.specs["memory_bandwidth_gbs"]) is int
+    assert type(profile.specs["peak_fp32_tflops"]) is float
+    with pytest.raises(HardwareError, match="network.input must be a list"):
+        parse_profile(changed(("network", "input"), (3, 32, 32)), "toy.yaml")  # strict
+
+
+ROW: dict[str, Any] = {"id": 0, "space": "darts", "arch": {}, "latency_ms": 1.0,
+                       "hardware": "cpu", "source": "measured", "backend": "torch-cpu",
+                       "batch_size": 1, "timestamp": "2026-11-24T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize(("change", "told"), [
+    ({"latency_ms": "1"}, "latency_ms must be a positive, finite number, got '1'"),
+    ({"latency_ms": True}, "latency_ms must be a positive, finite number, got True"),
+    ({"id": 1.0}, "id must be a non-negative integer, got 1.0"),
+    ({"seed": "7"}, "seed must be a non-negative integer, got '7'"),
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"hardware": 3}, "hardware must be a non-empty string, got 3"),
+    ({"space": ""}, "space must be a non-empty string, got ''"),
+    ({"id": -1, "source": "guessed"}, "id must be a non-negative integer, got -1 "
+                                      "(and 1 more problem)"),
+])
+def test_sample_rows_are_checked_field_by_field(change: dict[str, Any], told: str) -> None:
+    from latency.samples import SampleError, validate_row
+
+    with pytest.raises(SampleError) as info:
+        validate_row({**ROW, **change}, "s.jsonl:3")
+    assert str(info.value) == f"s.jsonl:3: {told}"
+
+
+def test_a_valid_row_is_returned_as_it_is() -> None:
+    from latency.samples import validate_row
+
+    row = {**ROW, "latency_ms": 2, "seed": 3, "threads": None, "noisy": False}
+    assert validate_row(row, "s.jsonl:1") is row and row["latency_ms"] == 2
+
+
+@pytest.mark.parametrize(("key", "value", "told"), [
+    ("epochs", "3", "epochs: input should be a valid integer, got '3'"),
+    ("epochs", 3.0, "epochs: input should be a valid integer, got 3.0"),
+    ("seed", True, "seed: input should be a valid integer, got True"),
+    ("lr", "0.1", "lr: input should be a valid number, got '0.1'"),
+    ("hardware", 3, "hardware: input should be a valid string, got 3"),
+    ("data_limit", "all", "data_limit: input should be a valid integer, got 'all'"),
+])
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_run_configs_check_their_field_types(kind: str, key: str, value: Any,
+                                             told: str) -> None:
+    from nas.retrain.config import RetrainConfig
+    from nas.search.config import SearchConfig
+
+    cls = SearchConfig if kind == "search" else RetrainConfig
+    with pytest.raises(InputError) as info:
+        cls.from_dict({**cls().to_dict(), key: value}, where="run/config.json")
+    assert str(info.value) == f"run/config.json: {kind} config: {told}"
+    # an int is a float; None is allowed where the field is optional
+    assert cls.from_dict({**cls().to_dict(), "lr": 1, "hardware": None}).lr == 1
+
+
+def test_run_config_tuples_check_their_items() -> None:
+    from nas.search.config import SearchConfig
+
+    d = SearchConfig().to_dict()
+    with pytest.raises(InputError, match=r"search config: add_layers\.1: input should be a "
+                                         r"valid integer, got 'a'"):
+        SearchConfig.from_dict({**d, "add_layers": [0, "a"]})
+    with pytest.raises(InputError, match=r"arch_betas\.1"):
+        SearchConfig.from_dict({**d, "arch_betas": [0.5]})

@@ -140,7 +140,7 @@ def _open_resume(args: argparse.Namespace
     saved = run_dir.config()
     if not isinstance(saved.get("retrain"), dict):
         raise InputError(f"{run_dir.path} is not a retrain run (no 'retrain' in config.json)")
-    cfg = RetrainConfig.from_dict(saved["retrain"])
+    cfg = RetrainConfig.from_dict(saved["retrain"], where=str(run_dir.path / "config.json"))
     genotype = load_arch(run_dir.path / GENOTYPE_FILE)
     if args.genotype and _genotype(args.genotype) != genotype:
         raise InputError(f"--genotype {args.genotype} is not the genotype {run_dir.path} was "

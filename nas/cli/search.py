@@ -204,7 +204,7 @@ def _open_resume(args: argparse.Namespace) -> tuple[RunDir, SearchConfig, Any]:
     saved = run_dir.config()
     if not isinstance(saved.get("search"), dict):
         raise InputError(f"{run_dir.path} is not a search run (no 'search' in config.json)")
-    cfg = SearchConfig.from_dict(saved["search"])
+    cfg = SearchConfig.from_dict(saved["search"], where=str(run_dir.path / "config.json"))
     if args.space is not None or args.strategy is not None:
         space, strategy = space_and_strategy(args)
         if (args.space is not None and space != cfg.space) or strategy != cfg.strategy:

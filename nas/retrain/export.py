@@ -48,7 +48,7 @@ def load_trained(run_dir: str | Path) -> tuple[nn.Module, RetrainConfig, Arch]:
     config = run.config()
     if "retrain" not in config:
         raise InputError(f"{run.path} is not a retrain run (no 'retrain' in config.json)")
-    cfg = RetrainConfig.from_dict(config["retrain"])
+    cfg = RetrainConfig.from_dict(config["retrain"], where=str(run.path / "config.json"))
     genotype = load_arch(run.path / "genotype.json")
     spec = config.get("dataset_spec") or {}
     net = build_network(genotype, cfg, int(spec.get("in_channels", 3)),
