@@ -1,8 +1,5 @@
 """Operations, cells, genotypes, supernets, discrete networks and encodings.
 
-Knows nothing of hardware or of training loops. Importing the package registers the
-DARTS operations' specs (`darts_ops`), so every module that builds or looks up an op by
-name finds them, whichever of them is imported first.
+Knows nothing of hardware or of training loops. The DARTS operations' specs
+(`darts_ops`) are registered when the op registry is first used (`op_spec`).
 """
-
-from search_spaces import darts_ops as _darts_ops  # noqa: F401  (registers the specs)

@@ -101,10 +101,7 @@ class DartsSpace(SearchSpace[Genotype]):
     supports_drop_path = True
     steps = 4
     multiplier = 4
-
-    @property
-    def num_edges(self) -> int:  # type: ignore[override]
-        return len(cell_edges(self.steps))
+    num_edges = len(cell_edges(steps))
 
     # -- architectures ---------------------------------------------------------------
 

@@ -100,6 +100,17 @@ def family_from_name(name: str) -> str:
 
 #: namespace -> name -> spec, in registration order.
 _SPECS: dict[str, dict[str, OpSpec]] = {SHARED: {}}
+_BUILTINS_LOADED = False
+
+
+def _load_builtins() -> None:
+    """Register the DARTS primitives (`darts_ops`) before the registry is first used, so
+    they come first in every listing and a user's registration cannot take their names;
+    lazily, so that importing `search_spaces` (its errors, say) does not load torch."""
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True  # before the import: darts_ops registers through here
+        import search_spaces.darts_ops  # noqa: F401
 
 
 def register_op_spec(spec: OpSpec) -> OpSpec:
@@ -108,6 +119,7 @@ def register_op_spec(spec: OpSpec) -> OpSpec:
     A layer type that already has a different spec is refused rather than replaced, so
     one op family cannot silently change how another's layers are counted.
     """
+    _load_builtins()
     table = _SPECS.setdefault(spec.namespace, {})
     if spec.name in table:
         where = f" in namespace {spec.namespace!r}" if spec.namespace else ""
@@ -131,6 +143,7 @@ def _register_layers(spec: OpSpec) -> None:
 def replace_op_spec(spec: OpSpec) -> OpSpec:
     """Swap the registered spec of (spec.namespace, spec.name) for `spec`; backs the
     helpers that add one fact to an op registered earlier (`register_batched_op`)."""
+    _load_builtins()
     table = _SPECS.get(spec.namespace, {})
     if spec.name not in table:
         raise UnknownOperationError(f"unknown operation {spec.name!r}; register it first")
@@ -141,6 +154,7 @@ def replace_op_spec(spec: OpSpec) -> OpSpec:
 
 def find_op_spec(name: str, namespace: str = SHARED) -> OpSpec | None:
     """The spec `name` means in `namespace` (its own, else the shared one), or None."""
+    _load_builtins()
     spec = _SPECS.get(namespace, {}).get(name)
     if spec is None and namespace != SHARED:
         spec = _SPECS[SHARED].get(name)
@@ -158,11 +172,13 @@ def op_spec(name: str, namespace: str = SHARED) -> OpSpec:
 def op_names(namespace: str = SHARED) -> list[str]:
     """Names registered in `namespace` itself (not those it inherits from the shared
     namespace), in registration order; the default lists the shared operations."""
+    _load_builtins()
     return list(_SPECS.get(namespace, {}))
 
 
 def visible_op_names(namespace: str = SHARED) -> list[str]:
     """Every name `op_spec` resolves in `namespace`: the shared ones, then its own."""
+    _load_builtins()
     names = list(_SPECS[SHARED])
     names.extend(n for n in _SPECS.get(namespace, {}) if n not in names)
     return names

@@ -18,6 +18,7 @@ import torch
 from nas.search.pdarts import skip_dropout_rate
 from search_spaces.base import EdgeOps, SearchSpace
 from search_spaces.errors import InputError
+from search_spaces.space import DEFAULT_SPACE
 
 if TYPE_CHECKING:
     from nas.search.config import SearchConfig
@@ -59,7 +60,8 @@ class PdartsStrategy(Strategy):
     second_order: bool = False
 
     def run_name(self, space: str) -> str:
-        return self.name if space == "darts" else f"{space}-{self.name}"
+        # the README's `--space pdarts` runs keep their short name
+        return self.name if space == DEFAULT_SPACE else f"{space}-{self.name}"
 
     def skip_dropout(self, cfg: SearchConfig, stage: int, epoch: int) -> float | None:
         return skip_dropout_rate(cfg.skip_dropout[stage], epoch, cfg.epochs,
