@@ -303,6 +303,11 @@ def test_nas_info_and_report_draw_it(tmp_path, capsys) -> None:
     info = json.loads(capsys.readouterr().out)
     net = TOY.build_network(ARCH, 8, 2, 10, 1)
     assert info["space"] == "toy" and info["params"] == count_parameters(net)
+    assert info["bit_operations"] == count_ops(net, (1, 8, 8)).bops and info["low_bit"]
+    assert main(["info", "DARTS_V2", "--json"]) == 0
+    darts = json.loads(capsys.readouterr().out)  # float: 1024 bit-operations per MAC
+    assert darts["bit_operations"] == 1024 * darts["macs"] and not darts["low_bit"]
+    assert darts["additions"] == info["additions"] == 0
     from nas.report.cells import cell_layout
 
     layout = cell_layout(TOY.cell_graphs(ARCH)[0])

@@ -13,12 +13,15 @@ import argparse
 import json
 from typing import Any
 
-from search_spaces.complexity import count_macs, count_parameters
+from search_spaces.complexity import count_ops
 from search_spaces.darts_space import NETWORK_SHAPES
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import published_names
 from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS
 from search_spaces.space import load_architecture, space_of
+
+#: bit-operations of one fp32 multiply-accumulate (32-bit weights x 32-bit inputs)
+FLOAT_BOPS_PER_MAC = 32 * 32
 
 #: every dataset some space has a network for
 DATASETS = sorted(NETWORK_SHAPES)
@@ -62,11 +65,13 @@ def network_size(arch: Any, dataset: str = "cifar10", channels: int | None = Non
     _positive("--layers", layers)
     space = space_of(arch)
     sized = space.sized_network(arch, dataset, channels, layers)
+    counts = count_ops(sized.model, sized.input_shape)
     return {"space": space.name, **sized.extra, "dataset": dataset,
             "channels": sized.channels, "layers": sized.layers,
             "layers_meaning": sized.layers_meaning, "input": list(sized.input_shape),
-            "params": count_parameters(sized.model),
-            "macs": count_macs(sized.model, sized.input_shape)}
+            "params": counts.params, "macs": counts.macs, "additions": counts.additions,
+            "bit_operations": counts.bops,
+            "low_bit": counts.bops != FLOAT_BOPS_PER_MAC * counts.macs}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,4 +87,10 @@ def run(args: argparse.Namespace) -> int:
           f"{result['layers_meaning']}, {C} channels, input {shape}")
     print(f"  parameters (auxiliary head excluded): {params:,} ({params / 1e6:.2f}M)")
     print(f"  multiply-accumulates per image:       {macs:,} ({macs / 1e6:.1f}M)")
+    if result["additions"]:  # adder-type layers: additions instead of multiplications
+        adds = result["additions"]
+        print(f"  additions (adder layers) per image:   {adds:,} ({adds / 1e6:.1f}M)")
+    if result["low_bit"]:  # some layer below 32 bits: bit-operations tell them apart
+        bops = result["bit_operations"]
+        print(f"  bit-operations per image:             {bops:,} ({bops / 1e9:.2f}G)")
     return 0
