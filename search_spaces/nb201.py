@@ -42,11 +42,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -54,8 +51,8 @@ import torch
 from torch import nn
 
 from search_spaces.errors import GenotypeError, InputError
-from search_spaces.fileio import atomic_write_bytes
 from search_spaces.ops import ReLUConvBN, build_op, op_names, register_op
+from search_spaces.supernet_ops import BatchedReLUConvBN, EdgeBatchOp, SharedPool
 
 #: The NAS-Bench-201 operations in the benchmark's order.
 NB201_OPS: tuple[str, ...] = (
@@ -93,20 +90,14 @@ def _conv_builder(kernel: int):
     return build
 
 
-# The supernet forms import supernet_ops when called, so this registration block needs
-# no imports beyond the registry's.
 def _batched_conv(kernel: int):
-    def batched(C: int, stride: int, n: int):
-        from search_spaces.supernet_ops import BatchedReLUConvBN
-
+    def batched(C: int, stride: int, n: int) -> EdgeBatchOp:
         return BatchedReLUConvBN(C, stride, n, kernel)
 
     return batched
 
 
-def _batched_avg_pool(C: int, stride: int, n: int):
-    from search_spaces.supernet_ops import SharedPool
-
+def _batched_avg_pool(C: int, stride: int, n: int) -> EdgeBatchOp:
     pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
     return SharedPool(pool, C, n, bn=False)
 
@@ -215,18 +206,6 @@ def arch_from_dict(data: Mapping[str, Any]) -> Nb201Arch:
             f"an NB201 arch object has keys 'space' ('nb201') and 'arch', got {sorted(data)}"
         )
     return parse_arch(data["arch"])
-
-
-def save_arch(arch: Nb201Arch, path: str | os.PathLike[str]) -> Path:
-    """Write `arch.to_dict()` as JSON (indent 2), atomically, like `save_genotype`."""
-    target = Path(path)
-    text = json.dumps(arch.to_dict(), indent=2) + "\n"
-    try:
-        return atomic_write_bytes(target, text.encode("utf-8"))
-    except OSError as exc:
-        raise GenotypeError(
-            f"cannot write architecture to '{target}': {exc.strerror or exc}"
-        ) from None
 
 
 def _as_arch(arch: Nb201Arch | str | Sequence[str]) -> Nb201Arch:

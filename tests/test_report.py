@@ -1,5 +1,9 @@
 """`nas report`: pictures of fake and real run directories, the pure helpers behind them,
-and the errors a user can run into."""
+and the errors a user can run into.
+
+Over 600 lines on purpose: the run-directory fixtures (fake searches, retrains, killed
+runs of both spaces) are shared by every picture's tests, and splitting the file would
+mean either duplicating them or a conftest that only this command uses."""
 
 from __future__ import annotations
 
