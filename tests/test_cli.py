@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from latency.hardware import load_profile
 from nas.cli.main import main
 from search_spaces.genotype_library import DARTS_V2
 
@@ -32,7 +33,14 @@ def test_info_reads_a_darts_literal_file_and_imagenet_layout(tmp_path, capsys) -
     assert code == 0 and json.loads(out)["params"] == 4_718_752
     code, out, _ = run_cli(["info", "DARTS_V2", "--dataset", "digits", "--channels", "8",
                             "--layers", "5"], capsys)
-    assert code == 0 and "parameters" in out
+    # the figures of the network built directly: 8 channels, 5 cells, 1 x 8 x 8 digits
+    from search_spaces.complexity import count_macs, count_parameters
+    from search_spaces.networks import NetworkCIFAR
+
+    net = NetworkCIFAR(DARTS_V2, 8, 5, 10, auxiliary=False, in_channels=1).eval()
+    assert (count_parameters(net), count_macs(net, (1, 8, 8))) == (36_586, 435_584)
+    assert code == 0 and "parameters (auxiliary head excluded): 36,586 (0.04M)" in out
+    assert "multiply-accumulates per image:       435,584 (0.4M)" in out
 
 
 @pytest.mark.parametrize(
@@ -91,9 +99,21 @@ def test_search_cli_end_to_end_json(tmp_path, capsys) -> None:
     assert code == 0
     summary = json.loads(out)  # stdout holds exactly one JSON object
     assert summary["hardware"] == "p100"
-    assert (tmp_path / "r" / "genotype.json").exists()
+    assert summary == {**json.loads((tmp_path / "r" / "summary.json").read_text()),
+                       "run_dir": str(tmp_path / "r")}
+    # the saved genotype is the one of the last (only) epoch's log line, and a valid cell
+    from search_spaces.genotype import Genotype
+    from search_spaces.ops import DARTS_PRIMITIVES
+
+    saved = json.loads((tmp_path / "r" / "genotype.json").read_text())
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == summary["epochs_logged"] == 1
+    assert saved == summary["genotype"] == log[-1]["genotype"]
+    assert summary["final_val_acc"] == log[-1]["val_acc"]
+    Genotype.from_dict(saved).validate(DARTS_PRIMITIVES)
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["hardware_profile"]["source"] == "simulated"
+    assert config["hardware_profile"] == load_profile("p100").to_dict()
 
 
 def test_console_script_help() -> None:
@@ -117,7 +137,9 @@ def test_threads_option_sets_torch_threads_and_rejects_zero(capsys) -> None:
     before = torch.get_num_threads()
     try:
         code, out, _ = run_cli(["--threads", "1", "info", "DARTS_V2", "--json"], capsys)
-        assert code == 0 and torch.get_num_threads() == 1 and json.loads(out)["params"] > 0
+        # DARTS_V2 at the CIFAR-10 default (36 channels, 20 cells): 3,349,342 parameters
+        assert code == 0 and torch.get_num_threads() == 1
+        assert json.loads(out)["params"] == 3_349_342
         code, _, err = run_cli(["--threads", "0", "info", "DARTS_V2"], capsys)
         assert code == 2 and err.startswith("error:") and "--threads" in err
     finally:

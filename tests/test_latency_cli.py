@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -36,7 +37,9 @@ def test_predicted_latency_from_the_shipped_p100_predictor(capsys) -> None:
 def test_measure_on_this_machine_and_refusal_for_a_simulated_device(capsys) -> None:
     code, r, _ = run_json(["latency", "DARTS_V2", "--hardware", "cpu", "--measure", "--json"],
                           capsys)
-    assert code == 0 and r["measured_ms"] > 0 and "torch-cpu" in r["measured_with"]
+    assert code == 0 and "torch-cpu" in r["measured_with"]
+    # a wall-clock time: positive, finite, and far under 10 s for the 8-cell digits network
+    assert 0 < r["measured_ms"] < 10_000 and math.isfinite(r["measured_ms"])
     code, _, err = run_json(["latency", "DARTS_V2", "--hardware", "p100", "--measure"], capsys)
     assert code == 2 and "simulated" in err and err.count("\n") == 1
 
@@ -50,7 +53,8 @@ def test_onnx_file_is_timed_with_onnx_runtime(tmp_path, capsys) -> None:
     net = NetworkCIFAR(DARTS_V2, 8, 5, 10, auxiliary=False, in_channels=1).eval()
     path = export_onnx(net, (1, 8, 8), tmp_path / "net.onnx")
     code, r, _ = run_json(["latency", str(path), "--hardware", "cpu", "--json"], capsys)
-    assert code == 0 and r["measured_ms"] > 0 and "onnxruntime" in r["measured_with"]
+    assert code == 0 and "onnxruntime" in r["measured_with"]
+    assert 0 < r["measured_ms"] < 10_000 and math.isfinite(r["measured_ms"])
 
 
 def test_bad_inputs(tmp_path, capsys) -> None:
@@ -68,5 +72,6 @@ def test_search_on_a_measured_profile_measures_the_derived_genotype(tmp_path, ca
                  "3", "--limit", "64", "--out", str(tmp_path / "r"), "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["latency"]["genotype_measured_latency_ms"] > 0
+    measured = summary["latency"]["genotype_measured_latency_ms"]
+    assert 0 < measured < 10_000 and math.isfinite(measured)
     assert "torch-cpu" in summary["latency"]["measured_with"]

@@ -13,13 +13,15 @@ from latency.predictor.artifact import save_predictor
 from latency.predictor.features import layout_for_space
 from latency.predictor.mlp import LatencyMLP, MLPConfig
 from latency.predictor.train import encode_rows
+from latency.profiling import sample_genotype
 from latency.samples import load_samples
-from latency.simulate import deployed_network
+from latency.simulate import deployed_network, simulate_genotype
 from nas.cli.main import main
 from nas.run_dir import RunDir
 from nas.search.architect import Architect
 from nas.search.config import preset_config, validate_config
 from nas.search.driver import run_search
+from nas.search.latency_loss import PredictorLatency, predicted_latency
 from search_spaces.errors import InputError
 from search_spaces.nb201 import NB201_OPS, Nb201Arch, encode, one_hot, parse_arch
 from search_spaces.nb201_space import NB201_SPACE
@@ -153,9 +155,31 @@ def test_encode_weights_takes_the_driver_dict_and_pruned_op_sets() -> None:
     w[:, 0] = 1.0
     enc = NB201_SPACE.encode_weights({"normal": w}, edge_ops)
     np.testing.assert_array_equal(enc.numpy(), encode(pruned_arch))
+    torch.manual_seed(0)
     alpha = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
-    NB201_SPACE.encode_weights({"normal": alpha.softmax(-1)}, edge_ops).sum().backward()
-    assert alpha.grad is not None and torch.isfinite(alpha.grad).all()
+    # soft weights over pruned sets: the same as the (6, 5) weights scattered by hand
+    soft = alpha.detach().softmax(-1)
+    full = torch.zeros(6, 5, dtype=torch.float64)
+    for e, ops in enumerate(PRUNED):
+        for j, op in enumerate(ops):
+            full[e, NB201_OPS.index(op)] = soft[e, j]
+    torch.testing.assert_close(NB201_SPACE.encode_weights({"normal": soft}, edge_ops),
+                               NB201_SPACE.encode_weights(full))
+    # and differentiable: the gradient of a random projection matches finite differences
+    probe = torch.randn(48, dtype=torch.float64)
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        return (NB201_SPACE.encode_weights({"normal": a.softmax(-1)}, edge_ops) * probe).sum()
+
+    f(alpha).backward()
+    eps = 1e-6
+    for e, k in [(0, 0), (2, 1), (5, 2)]:
+        d = torch.zeros_like(alpha)
+        d[e, k] = eps
+        with torch.no_grad():
+            fd = ((f(alpha + d) - f(alpha - d)) / (2 * eps)).item()
+        assert alpha.grad[e, k].item() == pytest.approx(fd, rel=1e-5, abs=1e-9)
+    assert alpha.grad.abs().max() > 1e-3
 
 
 def test_arch_json_round_trip() -> None:
@@ -234,9 +258,22 @@ def test_cli_search_nb201_with_a_latency_predictor(tmp_path, capsys) -> None:
                  "--json"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["latency"]["genotype_predicted_latency_ms"] > 0
+    # the derived cell's latency is the predictor's on its one-hot encoding
+    arch = parse_arch(summary["genotype"]["arch"])
+    derived = float(mlp.predict(encode(arch)[None])[0][0])
+    assert summary["latency"]["genotype_predicted_latency_ms"] == pytest.approx(derived,
+                                                                                rel=1e-5)
+    # the logged soft latency is the predictor's on the epoch's logged soft weights
     log = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
-    assert log["predicted_latency_ms"] > 0 and log["latency_loss"] > 0
+    weights = json.loads((tmp_path / "run" / "arch_weights.jsonl").read_text().splitlines()[0])
+    model = PredictorLatency(mlp)
+    expected = predicted_latency(model, NB201_SPACE,
+                                 {k: torch.tensor(v) for k, v in weights["weights"].items()},
+                                 weights["edge_ops"])
+    assert log["predicted_latency_ms"] == pytest.approx(expected, rel=1e-5)
+    assert log["genotype_predicted_latency_ms"] == pytest.approx(derived, rel=1e-5)
+    # the epoch's average term is lambda * LAT / ref at weights that moved little
+    assert log["latency_loss"] == pytest.approx(0.5 * expected / model.reference_ms, rel=0.05)
 
 
 def test_cli_profile_nb201_rows_resume_and_encode(tmp_path, capsys) -> None:
@@ -251,10 +288,15 @@ def test_cli_profile_nb201_rows_resume_and_encode(tmp_path, capsys) -> None:
     rows = load_samples(out)
     assert [r["id"] for r in rows] == [0, 1, 2]
     for r in rows:
-        assert r["space"] == "nb201" and r["source"] == "simulated" and r["latency_ms"] > 0
-        parse_arch(r["arch"])  # the benchmark string, as imported NB201 rows store it
+        assert r["space"] == "nb201" and r["source"] == "simulated"
+        arch = parse_arch(r["arch"])  # the benchmark string, as imported NB201 rows store it
+        assert r["arch"] == str(arch) == str(sample_genotype(NB201_SPACE, 0, r["id"]))
+        # the roofline latency of the cell's deployed network on p100
+        assert r["latency_ms"] == pytest.approx(simulate_genotype(arch, "p100").ms, rel=1e-12)
     space, X, y = encode_rows(rows)  # what `nas predictor train --samples` reads
-    assert space is NB201_SPACE and X.shape == (3, 48) and (y > 0).all()
+    assert space is NB201_SPACE and X.shape == (3, 48)
+    np.testing.assert_array_equal(X, np.stack([encode(r["arch"]) for r in rows]))
+    assert y.tolist() == [r["latency_ms"] for r in rows]
     # a file of another space is refused rather than silently skipped by id
     assert main(["profile", "--hardware", "p100", "--samples", "3", "--out", str(out)]) == 2
     assert "holds samples of space nb201, not darts" in capsys.readouterr().err

@@ -59,7 +59,9 @@ def test_metrics_on_hand_computed_values():
     assert within(0.05)(y, p) == 0.25
     assert rmse(y, p) == pytest.approx(np.sqrt((0.01 + 0.04 + 0 + 1.0) / 4))
     assert kendall_tau(y, p) == pytest.approx(1.0)
-    assert kendall_tau(y, p[::-1]) < 0
+    assert kendall_tau(y, p[::-1]) == pytest.approx(-1.0)  # every pair discordant
+    # 6 pairs, one discordant (2.0 < 4.0 but 5.0 > 3.0): (5 - 1) / 6
+    assert kendall_tau(y, np.array([1.0, 5.0, 3.0, 10.0])) == pytest.approx(4 / 6)
     r = report(y, p)
     assert set(r) == {"mape", "within_5", "within_10", "kendall_tau", "rmse"}
     with pytest.raises(InputError):
@@ -70,6 +72,13 @@ def test_mlp_fits_additive_latency(fitted):
     model, X, y = fitted
     mean, std = model.predict(X[300:])
     assert mape(y[300:], mean) < 0.05
+    # mean and spread are those of the three members' own predictions, in ms
+    with torch.no_grad():
+        members = (model.member_outputs(torch.from_numpy(X[300:]).float()).double()
+                   * model.scale_ms.item()).numpy()
+    assert members.shape == (3, 100)
+    np.testing.assert_allclose(mean, members.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, members.std(0), rtol=1e-5, atol=1e-9)
     assert (std > 0).all()
     assert model.scale_ms.item() == pytest.approx(y[:300].mean())
 
@@ -201,13 +210,24 @@ def test_frozen_predictor_passes_gradient_to_weights_only(fitted):
     model, _, _ = fitted
     model.zero_grad(set_to_none=True)
     model.freeze()
+    m64 = model.double()
     try:
-        w = torch.full((6, 5), 0.2, requires_grad=True)
-        model(encode_weights(w)).backward()
-        assert w.grad is not None and w.grad.abs().sum() > 0
+        w = torch.full((6, 5), 0.2, dtype=torch.float64, requires_grad=True)
+        m64(encode_weights(w)).backward()
+        assert w.grad is not None
         assert all(p.grad is None for p in model.parameters())
+        # the gradient that reaches the weights is the right one (finite differences)
+        eps = 1e-6
+        for e, o in [(0, 0), (2, 3), (5, 4)]:
+            d = torch.zeros_like(w)
+            d[e, o] = eps
+            with torch.no_grad():
+                fd = ((m64(encode_weights(w + d)) - m64(encode_weights(w - d))) / (2 * eps))
+            assert w.grad[e, o].item() == pytest.approx(fd.item(), rel=1e-5, abs=1e-9)
+        assert w.grad.abs().max() > 1e-4
     finally:
         model.requires_grad_(True)
+        model.float()
 
 
 # ----------------------------------------------------------- DARTS edge-group features
@@ -312,7 +332,12 @@ def test_shipped_predictors_still_load(name):
     from search_spaces.genotype_library import resolve_genotype as get_genotype
 
     ms, _ = model.predict(space.encode(get_genotype("PDARTS"))[None])
-    assert np.isfinite(ms).all() and ms[0] > 0
+    assert np.isfinite(ms).all() and meta["hardware"] == name
+    # both profiles are simulated: the predictor learned the roofline simulator, and a
+    # predictor that loads wrongly (another profile's weights, a lost scale) is far off it
+    from latency.simulate import simulate_genotype
+
+    assert ms[0] == pytest.approx(simulate_genotype(get_genotype("PDARTS"), name).ms, rel=0.05)
 
 
 def test_reference_normalisation_divides_out_the_machine_state() -> None:

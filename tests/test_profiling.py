@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from latency.hardware import load_profile, profile_names
 from latency.measure import TimingConfig
 from latency.profiling import profile_hardware, sample_genotype
 from latency.samples import load_samples, merge_samples
+from latency.simulate import simulate_genotype
 from nas.cli.main import main
 from search_spaces.space import get_space
 
@@ -37,7 +39,11 @@ def test_simulated_profile_rows_and_resume_without_duplicates(tmp_path) -> None:
     rows = load_samples(out)
     assert [r["id"] for r in rows] == [0, 1, 2, 3, 4]
     assert all(r["source"] == "simulated" and r["backend"] == "roofline-model" for r in rows)
-    assert rows[0]["arch"] == sample_genotype(SPACE, 0, 0).to_dict()
+    # each row is the roofline latency of the sample its id names (seed 0)
+    for r in rows:
+        genotype = sample_genotype(SPACE, 0, r["id"])
+        assert r["arch"] == genotype.to_dict()
+        assert r["latency_ms"] == pytest.approx(simulate_genotype(genotype, p100).ms, rel=1e-12)
 
 
 def test_measured_profile_records_how_it_was_measured(tmp_path) -> None:
@@ -47,10 +53,14 @@ def test_measured_profile_records_how_it_was_measured(tmp_path) -> None:
     row = load_samples(out)[0]
     assert row["source"] == "measured" and row["backend"] == "torch-cpu"
     assert row["threads"] == 1 and row["batch_size"] == 1 and row["repeats"] >= 3
-    assert row["fingerprint"]["hash"] and row["latency_ms"] > 0
+    assert row["arch"] == sample_genotype(SPACE, 0, 0).to_dict()
+    # wall-clock: positive, finite, and far under 10 s for the 8-cell digits network
+    assert row["fingerprint"]["hash"] and 0 < row["latency_ms"] < 10_000
+    assert math.isfinite(row["latency_ms"])
     # both rows were timed in one interleaved group with the reference network
     rows = load_samples(out)
-    assert rows[0]["reference_ms"] > 0 and rows[0]["reference_ms"] == rows[1]["reference_ms"]
+    assert 0 < rows[0]["reference_ms"] < 10_000
+    assert rows[0]["reference_ms"] == rows[1]["reference_ms"]
     ref = s.to_dict()["reference"]
     assert ref["groups"] == 1 and ref["median_ms"] == rows[0]["reference_ms"]
 
@@ -80,6 +90,11 @@ def test_cli_profile_json_and_errors(tmp_path, capsys) -> None:
                  "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["written"] == 2 and summary["label"] == "simulated"
+    # the CLI writes the same rows as the library call
+    rows = load_samples(out)
+    assert [r["arch"] for r in rows] == [sample_genotype(SPACE, 0, i).to_dict() for i in (0, 1)]
+    assert [r["latency_ms"] for r in rows] == pytest.approx(
+        [simulate_genotype(sample_genotype(SPACE, 0, i), "p100").ms for i in (0, 1)])
     for args, needle in [(["profile", "--hardware", "abacus"], "unknown hardware"),
                          (["profile", "--hardware", "p100", "--shard", "3/2"], "shard"),
                          (["profile"], "--hardware")]:
@@ -145,10 +160,11 @@ def test_import_csv_creates_an_imported_profile_and_samples(tmp_path, tmp_profil
                  "gpu_ms", "--hardware", "some-gpu", "--kind", "cuda", "--out", str(out)]) == 0
     rows = load_samples(out)
     assert [r["latency_ms"] for r in rows] == [6.7, 5.5]
+    assert [r["arch"] for r in rows] == [a for a, _ in NB201_ROWS]  # the CSV's cells, in order
+    assert [r["id"] for r in rows] == [0, 1]
     assert (tmp_profiles / "some-gpu.yaml").is_file()  # created in the user's directory
     assert rows[0]["source"] == "imported" and rows[0]["space"] == "nb201"
     assert load_profile("some-gpu").source == "imported"
-    assert (tmp_profiles / "some-gpu.yaml").exists()
 
 
 @pytest.mark.parametrize(

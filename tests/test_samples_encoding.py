@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from latency.samples import (
     merge_samples,
     parse_shard,
     shard_ids,
+    validate_row,
 )
 from search_spaces.derive import derive_genotype
 from search_spaces.genotype_library import DARTS_V2, PDARTS
@@ -62,13 +64,24 @@ def test_darts_v2_first_node_encoding_by_hand() -> None:
 def test_soft_encoding_scatters_pruned_columns_and_is_differentiable() -> None:
     edge_ops = {"normal": [["skip_connect", "sep_conv_3x3"]] * 14,
                 "reduce": [["max_pool_3x3", "dil_conv_5x5"]] * 14}
-    alpha = {k: torch.randn(14, 2, requires_grad=True) for k in edge_ops}
+    torch.manual_seed(0)
+    alpha = {k: torch.randn(14, 2, dtype=torch.float64, requires_grad=True) for k in edge_ops}
     w = {k: torch.softmax(a, -1) for k, a in alpha.items()}
     enc = SPACE.encode_weights(w, edge_ops).view(2, 14, 8)
-    assert torch.allclose(enc[0, :, 3] + enc[0, :, 4], torch.ones(14))
-    assert enc[1, :, 1].sum() > 0 and enc[1, :, 7].sum() > 0 and enc[1, :, 4].sum() == 0
+    # each edge's two weights land in the columns of its two ops (skip 3, sep 4; max_pool
+    # 1, dil_conv_5x5 7), every other column is 0
+    for c, cols in ((0, (3, 4)), (1, (1, 7))):
+        cell = ("normal", "reduce")[c]
+        torch.testing.assert_close(enc[c][:, list(cols)], w[cell])
+        others = [k for k in range(8) if k not in cols]
+        assert torch.count_nonzero(enc[c][:, others]) == 0
+    # gradient of sum(enc^2) = sum(p^2) per edge: d/d a_j = 2 p_j (p_j - sum_k p_k^2)
     enc.view(-1)[torch.arange(224)].pow(2).sum().backward()
-    assert alpha["normal"].grad.abs().sum() > 0
+    for a in alpha.values():
+        p = torch.softmax(a.detach(), -1)
+        expected = 2 * p * (p - p.pow(2).sum(-1, keepdim=True))
+        torch.testing.assert_close(a.grad, expected)
+        assert expected.abs().max() > 1e-3  # not a vacuous comparison of zeros
 
 
 def test_sampling_is_valid_seeded_and_strata_shift_heavy_share() -> None:
@@ -205,3 +218,30 @@ def test_a_file_of_another_profile_or_space_is_refused(tmp_path) -> None:
     with pytest.raises(SampleError, match="space darts, not nb201"):
         SampleWriter(path, expect={"hardware": "cpu", "space": "nb201"})
     assert path.read_bytes() == before
+
+
+ROW: dict[str, Any] = {"id": 0, "space": "darts", "arch": {}, "latency_ms": 1.0,
+                       "hardware": "cpu", "source": "measured", "backend": "torch-cpu",
+                       "batch_size": 1, "timestamp": "2026-11-24T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize(("change", "told"), [
+    ({"latency_ms": "1"}, "latency_ms must be a positive, finite number, got '1'"),
+    ({"latency_ms": True}, "latency_ms must be a positive, finite number, got True"),
+    ({"id": 1.0}, "id must be a non-negative integer, got 1.0"),
+    ({"seed": "7"}, "seed must be a non-negative integer, got '7'"),
+    ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    ({"hardware": 3}, "hardware must be a non-empty string, got 3"),
+    ({"space": ""}, "space must be a non-empty string, got ''"),
+    ({"id": -1, "source": "guessed"}, "id must be a non-negative integer, got -1 "
+                                      "(and 1 more problem)"),
+])
+def test_sample_rows_are_checked_field_by_field(change: dict[str, Any], told: str) -> None:
+    with pytest.raises(SampleError) as info:
+        validate_row({**ROW, **change}, "s.jsonl:3")
+    assert str(info.value) == f"s.jsonl:3: {told}"
+
+
+def test_a_valid_row_is_returned_as_it_is() -> None:
+    good = {**ROW, "latency_ms": 2, "seed": 3, "threads": None, "noisy": False}
+    assert validate_row(good, "s.jsonl:1") is good and good["latency_ms"] == 2

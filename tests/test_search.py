@@ -52,7 +52,8 @@ def test_first_order_arch_gradient_matches_finite_differences() -> None:
     x, y = batch(1)
     arch = make_architect(net)
     stats = arch._first_order_grads(x, y)
-    assert stats["arch_loss"] > 0
+    # the reported loss is the validation loss at the current alpha
+    assert stats["arch_loss"] == pytest.approx(loss_at(net, x, y).item(), rel=1e-12)
     alpha = net.arch["normal"]
     g = alpha.grad.clone()
     eps = 1e-6
@@ -250,11 +251,30 @@ def test_run_directory_contents(tmp_path) -> None:
     assert len(log) == 3 * 2
     for rec in log:
         assert {"train_loss", "train_acc", "val_acc", "entropy", "genotype", "lr"} <= set(rec)
+    # each stage restarts the cosine schedule and the stage's skip-dropout schedule
+    assert [(r["stage"], r["epoch"]) for r in log] == [(s, e) for s in range(3) for e in (0, 1)]
+    for r in log:
+        assert r["lr"] == pytest.approx(cosine_lr(r["epoch"], cfg.epochs, cfg.lr, cfg.lr_min))
+        assert r["skip_dropout"] == pytest.approx(skip_dropout_rate(
+            cfg.skip_dropout[r["stage"]], r["epoch"], cfg.epochs, cfg.arch_start_epoch,
+            cfg.skip_dropout_decay))
     arch = result.run_dir.read_jsonl("arch_weights.jsonl")
     # P-DARTS stages: 8 ops per edge, then 5, then 3
     assert [len(a["weights"]["normal"][0]) for a in arch[::2]] == [8, 5, 3]
+    # the final cell takes each edge's op from the last stage's remaining candidates
+    last_ops = arch[-1]["edge_ops"]
+    for cell in ("normal", "reduce"):
+        for i, (op, j) in enumerate(getattr(result.genotype, cell)):
+            node = i // 2
+            edge = sum(range(2, node + 2)) + j  # node n (from 0) has n + 2 inputs
+            assert op in last_ops[cell][edge], (cell, i, op, last_ops[cell][edge])
+    assert json.loads((tmp_path / "r" / "genotype.json").read_text()) == \
+        result.genotype.to_dict()
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert int(min(summary["genotypes_by_max_skips"])) == 0
+    by_limit = summary["genotypes_by_max_skips"]
+    assert int(min(by_limit)) == 0
+    for limit, genotype in by_limit.items():  # each alternative keeps to its own limit
+        assert sum(op == "skip_connect" for op, _ in genotype["normal"]) <= int(limit)
     n_skips = sum(op == "skip_connect" for op, _ in result.genotype.normal)
     assert n_skips <= cfg.max_skips
 
