@@ -132,7 +132,7 @@ def profile_hardware(
     if not profile.simulated and todo:
         from latency.measure import stability_check
 
-        ref_model, shape = _deployed(DARTS_V2, profile)
+        ref_model, shape = reference_network(profile)
         reference = profile_runner(profile, ref_model, shape)
         measure = _measurer(profile, timing, reference)
         check = stability_check(reference, timing)
@@ -178,6 +178,37 @@ def profile_runner(profile: HardwareProfile, model: Any, shape: Any,
     return prepare(backend or profile.measurement.get("backend", "torch-cpu"), model, shape,
                    batch_size=profile.batch_size, precision=profile.precision,
                    threads=profile.threads or 1)
+
+
+def reference_network(profile: HardwareProfile) -> tuple[Any, tuple[int, ...]]:
+    """The fixed network timed beside every profiled group (DARTS_V2's deployed network):
+    its latency tells the state of the machine at that moment."""
+    return _deployed(DARTS_V2, profile)
+
+
+def measure_at_state(profile: HardwareProfile, model: Any, shape: Any,
+                     backend: str | None = None, timing: Any = None) -> tuple[Any, Any]:
+    """(the network's Measurement, the reference network's), timed interleaved, so that
+    a prediction can be moved to the machine state of this measurement
+    (`prediction_at_state`)."""
+    from latency.measure import measure_many
+
+    ref_model, ref_shape = reference_network(profile)
+    runners = [profile_runner(profile, model, shape, backend),
+               profile_runner(profile, ref_model, ref_shape, backend)]
+    network, reference = measure_many(runners, config=timing)
+    return network, reference
+
+
+def prediction_at_state(predicted_ms: float, trained_reference_ms: float | None,
+                        reference_now_ms: float) -> float | None:
+    """A measured profile's predictor predicts at the machine state where the reference
+    network took `trained_reference_ms` (`latency.predictor.train.reference_normalised`);
+    the same prediction at the state where it takes `reference_now_ms` now. None when the
+    predictor was not trained reference-normalised."""
+    if not trained_reference_ms:
+        return None
+    return predicted_ms * reference_now_ms / trained_reference_ms
 
 
 def _measurer(profile: HardwareProfile, timing: Any, reference: Any

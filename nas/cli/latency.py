@@ -43,6 +43,27 @@ def _measure(model_or_path: Any, shape: tuple[int, ...], profile: Any,
                              f"{profile.threads or 1} thread(s), {m.runs} runs, median"}
 
 
+def _measure_at_state(model: Any, shape: tuple[int, ...], profile: Any,
+                      result: dict[str, Any], meta: dict[str, Any] | None) -> dict:
+    """The network timed interleaved with the reference network, and the prediction moved
+    to the machine state of this measurement, so that the two figures differ only by the
+    model's error, not by how busy or warm the machine is now."""
+    from latency.profiling import measure_at_state, prediction_at_state
+
+    m, ref = measure_at_state(profile, model, shape)
+    out: dict[str, Any] = {
+        "measured_ms": m.median_ms, "measured_spread": m.spread, "measured_noisy": m.noisy,
+        "measured_with": f"{m.backend}, batch {profile.batch_size}, "
+                         f"{profile.threads or 1} thread(s), {m.runs} runs, median",
+        "reference_now_ms": ref.median_ms}
+    trained = ((meta or {}).get("extra") or {}).get("reference_ms")
+    if result.get("predicted_ms") is not None and trained:
+        out["reference_trained_ms"] = float(trained)
+        out["predicted_at_state_ms"] = prediction_at_state(
+            result["predicted_ms"], float(trained), ref.median_ms)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.hardware)
     result: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
@@ -67,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     # with --measure a missing default predictor only means no prediction
     find = locate_predictor if args.measure else require_predictor
     path = find(profile.name, space.name, args.predictor)
+    meta = None
     if path is not None:
         mlp, meta = load_for_space(path, space)
         mean, std = mlp.predict(space.encode(arch)[None].astype(np.float32))
@@ -77,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "
                              "this machine, so --measure cannot time it here")
         model, shape = space.deployed_network(arch, profile)
-        result.update(_measure(model, shape, profile, None))
+        result.update(_measure_at_state(model, shape, profile, result, meta))
     return _print(result, args.json)
 
 
@@ -93,6 +115,10 @@ def _print(r: dict[str, Any], as_json: bool) -> int:
               f"({r['label']}; predictor {r['predictor']})")
     if r.get("caution"):
         print(f"  caution:   {r['caution']}")
+    if r.get("predicted_at_state_ms") is not None:
+        print(f"  predicted at this machine state: {r['predicted_at_state_ms']:.3f} ms (the "
+              f"reference network takes {r['reference_now_ms']:.3f} ms now, "
+              f"{r['reference_trained_ms']:.3f} ms in the predictor's samples)")
     if r["measured_ms"] is not None:
         print(f"  measured:  {r['measured_ms']:.3f} ms (spread {100 * r['measured_spread']:.1f}%"
               f"{', NOISY' if r['measured_noisy'] else ''}; {r['measured_with']})")

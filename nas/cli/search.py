@@ -175,22 +175,37 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any, str | None]:
 
 
 def measure_derived(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
-    """The derived genotype's deployed network timed here, when the profile is this machine."""
+    """The derived genotype's deployed network timed here, when the profile is this
+    machine, interleaved with the reference network; the genotype's predicted latency is
+    also given at this measurement's machine state (`prediction_at_state`)."""
     if not cfg.hardware:
         return {}
     profile = load_profile(cfg.hardware)
     if profile.source != "measured":
         return {}
-    from latency.measure import measure
-    from latency.profiling import profile_runner
-    from latency.simulate import deployed_network
+    from latency.profiling import measure_at_state, prediction_at_state
 
     _stderr(f"measuring the derived genotype's deployed network on {profile.name} ...")
-    model, shape = deployed_network(result.genotype, profile)
-    m = measure(profile_runner(profile, model, shape))
-    return {"genotype_measured_latency_ms": m.median_ms, "measured_spread": m.spread,
-            "measured_noisy": m.noisy, "measured_with": f"{m.backend}, batch {m.batch_size}, "
-            f"{m.threads} thread(s), {m.runs} runs, median"}
+    space = get_space(cfg.space)
+    model, shape = space.deployed_network(result.genotype, profile)
+    m, ref = measure_at_state(profile, model, shape)
+    out: dict[str, Any] = {
+        "genotype_measured_latency_ms": m.median_ms, "measured_spread": m.spread,
+        "measured_noisy": m.noisy, "measured_with": f"{m.backend}, batch {m.batch_size}, "
+        f"{m.threads} thread(s), {m.runs} runs, median", "reference_now_ms": ref.median_ms}
+    lat = result.summary.get("latency") or {}
+    if lat.get("genotype_predicted_latency_ms") is not None:
+        from latency.predictor.artifact import read_metadata
+        from latency.predictor.locate import locate_predictor
+
+        path = locate_predictor(cfg.hardware, cfg.space, cfg.predictor)
+        extra = (read_metadata(path).get("extra") or {}) if path is not None else {}
+        trained = extra.get("reference_ms")
+        if trained:
+            out["reference_trained_ms"] = float(trained)
+            out["genotype_predicted_at_state_ms"] = prediction_at_state(
+                lat["genotype_predicted_latency_ms"], float(trained), ref.median_ms)
+    return out
 
 
 def _stderr(msg: str) -> None:
@@ -312,6 +327,11 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
                   f"{lat['genotype_predicted_latency_ms']:.3f} ms for the derived genotype")
         if lat.get("caution"):
             print(f"  caution: {lat['caution']}")
+        if "genotype_predicted_at_state_ms" in lat:
+            print(f"  predicted at the measurement's machine state: "
+                  f"{lat['genotype_predicted_at_state_ms']:.3f} ms (reference network "
+                  f"{lat['reference_now_ms']:.3f} ms now, {lat['reference_trained_ms']:.3f} "
+                  "ms in the predictor's samples)")
         if "genotype_measured_latency_ms" in lat:
             print(f"  measured latency here: {lat['genotype_measured_latency_ms']:.3f} ms "
                   f"({lat['measured_with']})")
