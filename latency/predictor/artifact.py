@@ -23,7 +23,8 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 
 from latency.predictor.features import FeatureLayout
 from latency.predictor.mlp import LatencyMLP, MLPConfig
+from latency.predictor.prior import AdaptedPredictor
 from search_spaces.errors import InputError
 from search_spaces.fileio import atomic_write_bytes
 
@@ -38,6 +40,62 @@ FORMAT = "hw-nas-latency-predictor"
 VERSION = 1
 META_NAME = "predictor.json"
 WEIGHTS_NAME = "weights.pt"
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How one kind of latency model is described in `predictor.json` and rebuilt from
+    it and its state dict. Every kind answers `predict(X) -> (mean_ms, std_ms)`, has a
+    `scale_ms` buffer and a differentiable `forward(enc)` in units of it (what the
+    search's latency term calls)."""
+
+    cls: type
+    describe: Callable[[Any], dict[str, Any]]
+    rebuild: Callable[[Path, FeatureLayout, dict[str, Any], dict[str, Any]], Any]
+
+
+def _describe_mlp(model: LatencyMLP) -> dict[str, Any]:
+    return {"kind": "mlp_ensemble", "config": model.config.to_dict()}
+
+
+def _rebuild_mlp(src: Path, layout: FeatureLayout, model_meta: dict[str, Any],
+                 state: dict[str, Any]) -> LatencyMLP:
+    if not isinstance(model_meta.get("config"), dict):
+        raise InputError(f"predictor '{src}': model config is malformed")
+    try:
+        model = LatencyMLP(layout, MLPConfig.from_dict(model_meta["config"]))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"predictor '{src}': model config is malformed ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise InputError(
+            f"predictor '{src}': {WEIGHTS_NAME} does not match the model in {META_NAME}"
+        ) from None
+    model.fitted = True
+    return model.eval()
+
+
+def _rebuild_adapted(src: Path, layout: FeatureLayout, model_meta: dict[str, Any],
+                     state: dict[str, Any]) -> AdaptedPredictor:
+    try:
+        model = AdaptedPredictor.from_state(model_meta, state)
+    except InputError as exc:
+        raise InputError(f"predictor '{src}': {exc}") from None
+    if model.layout.encoding_size != layout.encoding_size:
+        raise InputError(f"predictor '{src}': feature layout and encoding size disagree")
+    model.fitted = True
+    return model.freeze()
+
+
+#: model kind (as `predictor.json` names it) -> how to describe and rebuild it
+MODEL_KINDS: dict[str, ModelKind] = {
+    "mlp_ensemble": ModelKind(LatencyMLP, _describe_mlp, _rebuild_mlp),
+    "prior_adapted_linear": ModelKind(AdaptedPredictor, lambda m: m.metadata(),
+                                      _rebuild_adapted),
+}
 
 
 def _sha256(path: Path) -> str:
@@ -49,7 +107,7 @@ def _write_atomic(target: Path, data: bytes) -> None:
 
 
 def save_predictor(
-    model: LatencyMLP,
+    model: LatencyMLP | Any,
     directory: str | os.PathLike[str],
     *,
     space: str,
@@ -59,9 +117,12 @@ def save_predictor(
     metrics: Mapping[str, float] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write `model` to `directory` (created if missing); returns the directory."""
-    if not isinstance(model, LatencyMLP) or not model.fitted:
-        raise InputError("only a fitted LatencyMLP can be saved")
+    """Write `model` (a fitted model of a kind in `MODEL_KINDS`) to `directory` (created
+    if missing); returns the directory."""
+    kind = next((k for k, c in MODEL_KINDS.items() if isinstance(model, c.cls)), None)
+    if kind is None or not getattr(model, "fitted", False):
+        raise InputError("only a fitted latency model (ensemble MLP or adapted prior) can "
+                         "be saved")
     out = Path(directory)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +140,7 @@ def save_predictor(
             "op_names": list(op_names),
             "encoding_size": model.encoding_size,
             "feature_layout": model.layout.to_dict(),
-            "model": {"kind": "mlp_ensemble", "config": model.config.to_dict()},
+            "model": MODEL_KINDS[kind].describe(model),
             "target_normalisation": {
                 "kind": "ratio_to_training_mean",
                 "scale_ms": float(model.scale_ms),
@@ -130,7 +191,7 @@ def load_predictor(
     *,
     op_names: Sequence[str] | None = None,
     encoding_size: int | None = None,
-) -> tuple[LatencyMLP, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """Rebuild a saved predictor; refuse one made for another op set / encoding size.
 
     Pass the caller's space's `op_names` and `encoding_size`; any difference (a missing
@@ -156,16 +217,6 @@ def load_predictor(
     layout = FeatureLayout.from_dict(meta["feature_layout"])
     if layout.encoding_size != meta["encoding_size"]:
         raise InputError(f"predictor '{src}': feature layout and encoding size disagree")
-    model_meta = meta["model"]
-    if not isinstance(model_meta, dict) or not isinstance(model_meta.get("config"), dict):
-        raise InputError(f"predictor '{src}': model config is malformed")
-    try:
-        config = MLPConfig.from_dict(model_meta["config"])
-        model = LatencyMLP(layout, config)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"predictor '{src}': model config is malformed ({exc})") from None
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to read is a corrupt file
@@ -174,12 +225,12 @@ def load_predictor(
         ) from None
     if not isinstance(state, dict):
         raise InputError(f"predictor '{src}': {WEIGHTS_NAME} does not hold a state dict")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError:
-        raise InputError(
-            f"predictor '{src}': {WEIGHTS_NAME} does not match the model in {META_NAME}"
-        ) from None
+    model_meta = meta["model"]
+    kind = model_meta.get("kind") if isinstance(model_meta, dict) else None
+    if kind not in MODEL_KINDS:
+        raise InputError(f"predictor '{src}': unknown model kind {kind!r}; known: "
+                         f"{', '.join(MODEL_KINDS)}")
+    model = MODEL_KINDS[kind].rebuild(src, layout, model_meta, state)
     model.fitted = True
     model.eval()
     return model, meta

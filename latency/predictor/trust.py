@@ -8,7 +8,8 @@ held-out cells by more than 10 %. `predictor.json` records both (``extra.n_train
 
 Thresholds, and why:
 
-* fewer than ``MIN_TRAIN`` (500) training samples: the MLP ensemble learns one cost per
+* fewer than ``MIN_TRAIN`` (500) training samples (not for a predictor adapted from a
+  device prior, `adapt.py`, which is meant to need few): the MLP ensemble learns one cost per
   (edge, op) plus their interactions, 224 one-hot inputs in the DARTS space; the shipped
   predictors use 800, and the held-out figures of a few hundred samples (200 rows x 20 %
   held out = 40 cells) are themselves too noisy to vouch for the model;
@@ -90,7 +91,10 @@ def prediction_caution(meta: dict[str, Any]) -> str | None:
     n_noisy = _number(extra.get("n_noisy_train"))
 
     reasons = []
-    if n_train is not None and n_train < MIN_TRAIN:
+    # a prior adapted to a few samples is meant to have few: its leave-one-out metrics
+    # (heldout_metrics) are what can call for care
+    adapted = isinstance(extra.get("prior"), str)
+    if n_train is not None and n_train < MIN_TRAIN and not adapted:
         reasons.append(f"trained on only {int(n_train)} samples (fewer than {MIN_TRAIN})")
     if mape is not None and mape > MAX_MAPE:
         reasons.append(f"held-out MAPE {100 * mape:.1f}% (above {100 * MAX_MAPE:.0f}%)")

@@ -1,4 +1,5 @@
-"""`nas predictor train|eval`: fit the latency regressor on samples and score it."""
+"""`nas predictor train|adapt|eval`: fit the latency regressor on samples (many, or a
+handful with the space's device prior) and score it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from latency.hardware import load_profile, profile_names
+from latency.predictor.adapt import adapt_predictor
 from latency.predictor.locate import (
     PREDICTOR_FILE,
     default_predictor_path,
@@ -20,11 +22,15 @@ from search_spaces.space import DEFAULT_SPACE, space_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predictor", help="train or evaluate a latency predictor",
+    p = sub.add_parser("predictor", help="train, adapt or evaluate a latency predictor",
                        description="Train the MLP latency predictor (and baselines, for "
-                       "comparison) on profiled samples, or score a trained one.")
-    p.add_argument("action", choices=["train", "eval"],
-                   help="train: fit on samples and report; eval: score a trained predictor")
+                       "comparison) on profiled samples; adapt the space's device prior to a "
+                       "handful of a new device's samples (10-50); or score a predictor.")
+    p.add_argument("action", choices=["train", "adapt", "eval"],
+                   help="train: fit on samples and report; adapt: a predictor from a few "
+                   "samples and the device prior; eval: score a predictor")
+    p.add_argument("--prior", help="adapt: the device prior (default: the one shipped for "
+                   "the samples' space)")
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own "
                    "for --space)")
@@ -82,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"{result['n']} samples: MAPE {100 * result['mape']:.2f}%, within 5% "
                   f"{100 * result['within_5']:.1f}%, within 10% {100 * result['within_10']:.1f}%,"
-                  f" Kendall tau {result['kendall_tau']:.3f}")
+                  f" Kendall tau {result['kendall_tau']:.3f}, Spearman {result['spearman']:.3f}")
         return 0
     if not args.hardware:
-        raise InputError("nas predictor train needs --hardware NAME")
+        raise InputError(f"nas predictor {args.action} needs --hardware NAME")
+    if args.action == "adapt":
+        return _adapt(args)
     profile = load_profile(args.hardware)
 
     files = args.samples or [str(default_samples_path(profile.name, args.space or DEFAULT_SPACE))]
@@ -128,4 +136,42 @@ def run(args: argparse.Namespace) -> int:
         print(f"  labels normalised to the reference network at {summary['reference_ms']:.3f} ms "
               "(timed in the same interleaved rounds as each sample)")
     print(f"  report.json and calibration.png in {out}")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    profile = load_profile(args.hardware)
+    if not args.samples:
+        raise InputError("nas predictor adapt needs --samples FILE (a few samples of the "
+                         f"device, e.g. from `nas profile --hardware {profile.name} "
+                         "--samples 20 --out FEW.jsonl`)")
+    if args.out:
+        check_out(Path(args.out), args.force)  # before the samples are even read
+    rows = _rows(args.samples)
+    foreign = sorted({str(r["hardware"]) for r in rows} - {profile.name})
+    if foreign:
+        raise InputError(f"{', '.join(args.samples)} hold(s) samples of {', '.join(foreign)}; "
+                         f"--hardware {profile.name} adapts to {profile.name} samples only")
+    if args.space and {r["space"] for r in rows} != {args.space}:
+        found = ", ".join(sorted({str(r["space"]) for r in rows}))
+        raise InputError(f"{', '.join(args.samples)} hold(s) {found} samples, not --space "
+                         f"{args.space}")
+    space = str(rows[0]["space"]) if rows else DEFAULT_SPACE
+    out = Path(args.out) if args.out else default_predictor_path(profile.name, space,
+                                                                 for_writing=True)
+    check_out(out, args.force)
+    summary = adapt_predictor(rows, out, profile.name, ", ".join(args.samples), args.prior,
+                              log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"predictor for {profile.name} adapted from {summary['n_train']} "
+          f"{', '.join(summary['sources'])} samples and the {summary['space']} device prior "
+          f"-> {out}")
+    loo = summary["leave_one_out"]
+    if loo:
+        print(f"  leave-one-out over those samples: MAPE {100 * loo['mape']:.1f}%, within 10% "
+              f"{100 * loo['within_10']:.0f}%, Kendall tau {loo['kendall_tau']:.3f}, "
+              f"Spearman {loo['spearman']:.3f}")
+    print(f"  score it on more samples: nas predictor eval --predictor {out} --samples FILE")
     return 0

@@ -96,7 +96,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"  reference network over {r['groups']} groups: median {r['median_ms']:.3f} ms, "
               f"5th-95th percentile range {100 * r['range_5_95']:.1f}% (divided out when a "
               "predictor is trained)")
+    print(_next_step(profile.name, space.name, out, summary.written + summary.already))
     return 0
+
+
+def _next_step(hardware: str, space: str, out: Path, total: int) -> str:
+    """What to run next: with a device prior for the space, a few samples are enough
+    (`nas predictor adapt`); the full MLP wants about a thousand."""
+    from latency.predictor.adapt import has_prior
+
+    space_opt = "" if space == DEFAULT_SPACE else f" --space {space}"
+    train = f"nas predictor train --hardware {hardware}{space_opt}"
+    if not has_prior(space):
+        return f"  next: {train} (about 1,000 samples make a good predictor)"
+    adapt = f"nas predictor adapt --hardware {hardware} --samples {out}"
+    if total < 500:
+        return (f"  next: {adapt} (the {space} device prior needs only 10-50 samples); "
+                f"with 1,000 or more, {train}")
+    return f"  next: {train}, or with far fewer samples {adapt}"
 
 
 def _import(args: argparse.Namespace) -> int:
