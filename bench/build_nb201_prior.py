@@ -33,6 +33,11 @@ nb201.json / nb201.pt: per-device weights of a latency model fitted on the 15,62
 NAS-Bench-201 cells measured on 15 devices (GPUs at batch 1, 32, 256; x86 server CPUs;
 ARM boards and phones), built by bench/build_nb201_prior.py.
 
+darts.json / darts.pt: per-device weights fitted on the DARTS-space samples of this
+project's simulated profiles (p100, h100, jetson-tx2, raspi4, pixel4: roofline simulations
+of datasheet figures, not measurements), built by bench/bench_darts_prior.py; no
+third-party data.
+
 {NOTICE}.
 
 MIT License: Permission is hereby granted, free of charge, to any person obtaining a copy

@@ -53,12 +53,11 @@ def has_prior(space: str) -> bool:
     return shipped_prior_path(space).is_file()
 
 
-def _leave_one_out(prior: DevicePrior, archs: Sequence[Any], y: np.ndarray) -> np.ndarray:
+def _leave_one_out(prior: DevicePrior, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     pred = np.empty(len(y))
     for i in range(len(y)):
-        keep = [j for j in range(len(y)) if j != i]
-        model = prior.adapt([archs[j] for j in keep], y[keep])
-        pred[i] = model.predict([archs[i]])[0][0]
+        keep = np.arange(len(y)) != i
+        pred[i] = prior.adapt(X[keep], y[keep]).predict(X[i:i + 1])[0][0]
     return pred
 
 
@@ -76,15 +75,15 @@ def adapt_predictor(rows: Sequence[dict[str, Any]], out: str | os.PathLike[str],
     path = prior_path(space.name, prior)
     device_prior = DevicePrior.load(path, op_names=space.op_names,
                                     encoding_size=space.encoding_size)
-    archs = [space.parse(r["arch"]) for r in rows]
+    X = np.stack([space.encode(space.parse(r["arch"])) for r in rows]).astype(np.float64)
     y = np.array([float(r["latency_ms"]) for r in rows])
     y, reference_ms = reference_normalised(rows, y)
     say(f"adapting the {space.name} prior ({len(device_prior.devices)} devices, {path}) to "
         f"{len(rows)} samples of {hardware}")
-    model = device_prior.adapt(archs, y)
+    model = device_prior.adapt(X, y)
     metrics: dict[str, float] = {}
     if len(rows) >= MIN_LOO:
-        metrics = report(y, _leave_one_out(device_prior, archs, y))
+        metrics = report(y, _leave_one_out(device_prior, X, y))
     sources = sorted({str(r["source"]) for r in rows})
     extra: dict[str, Any] = {"sources": sources, "n_train": len(rows), "n_test": 0,
                              "prior": str(path), "prior_devices": device_prior.devices,
