@@ -110,3 +110,15 @@ def test_bad_adapt_input_is_one_line(few, tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
     assert (existing / "notes.txt").read_text() == "mine"
+
+
+def test_an_adapted_predictor_is_cautioned_on_its_leave_one_out_figures_only() -> None:
+    meta = {"hardware": "mydevice", "space": "darts",
+            "heldout_metrics": {"mape": 0.08, "within_10": 0.7},
+            "extra": {"n_train": 20, "prior": "hardware_profiles/priors/darts.json"}}
+    caution = prediction_caution(meta)
+    assert caution is not None and "only 70% of held-out predictions within 10%" in caution
+    assert "fewer than" not in caution  # 20 samples are what adapting is for
+    assert "nas predictor adapt --hardware mydevice" in caution
+    meta["heldout_metrics"]["within_10"] = 0.9
+    assert prediction_caution(meta) is None

@@ -74,6 +74,10 @@ def _remedy(meta: dict[str, Any], extra: dict[str, Any], total: int, noisy_only:
         return (f"profile again while the machine is quiet (`nas profile --hardware {hardware}"
                 f"{space_opt} --samples {total} --out FILE`) and train on FILE")
     train = f"`nas predictor train --hardware {hardware}{space_opt} --force`"
+    if isinstance(extra.get("prior"), str):  # adapted from a device prior (adapt.py)
+        return (f"adapt it on more samples (`nas profile --hardware {hardware}{space_opt} "
+                "--samples 50 --out FILE`, then `nas predictor adapt --hardware "
+                f"{hardware} --samples FILE --force`), or profile {total} and {train}")
     return (f"profile more samples: `nas profile --hardware {hardware}{space_opt} "
             f"--samples {total}`, then {train}")
 
