@@ -63,7 +63,10 @@ def test_metrics_on_hand_computed_values():
     # 6 pairs, one discordant (2.0 < 4.0 but 5.0 > 3.0): (5 - 1) / 6
     assert kendall_tau(y, np.array([1.0, 5.0, 3.0, 10.0])) == pytest.approx(4 / 6)
     r = report(y, p)
-    assert set(r) == {"mape", "within_5", "within_10", "kendall_tau", "rmse"}
+    assert set(r) == {"mape", "within_5", "within_10", "kendall_tau", "spearman", "rmse"}
+    assert r["spearman"] == pytest.approx(1.0)  # same order
+    # ranks 1,4,3,2 against 1,2,3,4: d = 0,2,0,-2, rho = 1 - 6 * 8 / (4 * 15) = 0.2
+    assert report(y, np.array([1.0, 5.0, 3.0, 2.0]))["spearman"] == pytest.approx(0.2)
     with pytest.raises(InputError):
         mape([1.0, 2.0], [1.0])
 
