@@ -121,6 +121,14 @@ def load(data: Path) -> tuple[list[str], np.ndarray, list[str]]:
     return archs, np.concatenate(mats, axis=1), cols
 
 
+def load_encoded(data: Path) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(arch strings, their NB201 encodings (float64), latencies cells x devices, device
+    columns): what this benchmark and `build_nb201_prior.py` both start from."""
+    archs, Y, cols = load(data)
+    X = np.stack([NB201_SPACE.encode(a) for a in archs]).astype(np.float64)
+    return archs, X, Y, cols
+
+
 def macs_per_cell(archs: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """MACs of the benchmark network (C=16, N=5, CIFAR-10) of every cell, computed once
     per (#conv1x1, #conv3x3) with `count_macs` and checked on random other cells."""
@@ -231,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data files {FILES} not found in {args.data}", file=sys.stderr)
         return 2
     t_start = time.perf_counter()
-    archs, Y, cols = load(args.data)
-    X = np.stack([NB201_SPACE.encode(a) for a in archs]).astype(np.float64)
+    archs, X, Y, cols = load_encoded(args.data)
     layout = layout_for_space(NB201_SPACE)
     valid = Y >= MIN_MS
     Ym = np.where(valid, Y, np.nan)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_few_shot import DEFAULT_DATA, FILES, MIN_MS, load
+from bench_few_shot import DEFAULT_DATA, FILES, MIN_MS, load_encoded
 
 from latency.predictor.features import layout_for_space
 from latency.predictor.prior import DevicePrior, PriorConfig, shipped_prior_path
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"data files {FILES} not found in {args.data}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    archs, Y, cols = load(args.data)
-    X = np.stack([NB201_SPACE.encode(a) for a in archs]).astype(np.float64)
+    archs, X, Y, cols = load_encoded(args.data)
     Ym = np.where(Y >= MIN_MS, Y, np.nan)
     prior = DevicePrior.from_matrix(
         X, Ym, cols, layout_for_space(NB201_SPACE), config=PriorConfig(min_ms=MIN_MS),

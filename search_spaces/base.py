@@ -235,6 +235,17 @@ class SearchSpace(ABC, Generic[A]):
         """The fewest `layers` a network of this space can be built with."""
         return 1
 
+    #: why `min_layers` is what it is, for the error message (" (two reduction cells)")
+    min_layers_why: str = ""
+
+    def layers_error(self, layers: int) -> str | None:
+        """The one-line error for a network of `layers` too few, or None: search and
+        retrain configs share it."""
+        fewest = self.min_layers()
+        if layers >= fewest:
+            return None
+        return f"--layers must be at least {fewest}{self.min_layers_why}, got {layers}"
+
     # -- encoding (profiling, the predictor and the latency loss) ----------------------
 
     @property

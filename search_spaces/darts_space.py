@@ -193,6 +193,8 @@ class DartsSpace(SearchSpace[Genotype]):
     def min_layers(self) -> int:
         return 3  # two reduction cells, at 1/3 and 2/3 of the depth
 
+    min_layers_why = " (two reduction cells)"
+
     # -- search ----------------------------------------------------------------------
 
     def derive(self, weights: Mapping[str, torch.Tensor | np.ndarray],

@@ -16,6 +16,7 @@ from typing import Any
 from search_spaces.base import SearchSpace
 from search_spaces.darts_space import DARTS_SPACE, DartsSpace
 from search_spaces.errors import InputError
+from search_spaces.genotype import MAX_FILE_BYTES
 from search_spaces.genotype_library import resolve_genotype
 from search_spaces.nb201_space import NB201_SPACE, Nb201Space
 
@@ -68,16 +69,6 @@ def claiming_space(stored: Any) -> SearchSpace[Any] | None:
     return None
 
 
-def parse_stored(stored: Any, source: str = "architecture") -> Any:
-    """An architecture from a stored form, parsed by the space it belongs to."""
-    space = claiming_space(stored) or get_space(DEFAULT_SPACE)
-    return space.parse(stored, source=source)
-
-
-#: larger than any architecture file; a bigger one is a mistake (a dataset, a checkpoint)
-MAX_FILE_BYTES = 1 << 20
-
-
 def _read_json(path: Path) -> Any | None:
     """The JSON value of a small UTF-8 file, or None when it is not one (then the DARTS
     loader, which also takes a pasted literal, gives the one-line error)."""
@@ -117,7 +108,6 @@ __all__ = [
     "Nb201Space",
     "get_space",
     "load_architecture",
-    "parse_stored",
     "register_space",
     "space_names",
     "space_of",

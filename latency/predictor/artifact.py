@@ -230,7 +230,4 @@ def load_predictor(
     if kind not in MODEL_KINDS:
         raise InputError(f"predictor '{src}': unknown model kind {kind!r}; known: "
                          f"{', '.join(MODEL_KINDS)}")
-    model = MODEL_KINDS[kind].rebuild(src, layout, model_meta, state)
-    model.fitted = True
-    model.eval()
-    return model, meta
+    return MODEL_KINDS[kind].rebuild(src, layout, model_meta, state), meta

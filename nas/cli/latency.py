@@ -37,7 +37,12 @@ def _measure(model_or_path: Any, shape: tuple[int, ...], profile: Any,
     from latency.measure import measure
     from latency.profiling import profile_runner
 
-    m = measure(profile_runner(profile, model_or_path, shape, backend))
+    return _measured_fields(measure(profile_runner(profile, model_or_path, shape, backend)),
+                            profile)
+
+
+def _measured_fields(m: Any, profile: Any) -> dict[str, Any]:
+    """A Measurement as `nas latency` reports it, and how it was taken."""
     return {"measured_ms": m.median_ms, "measured_spread": m.spread, "measured_noisy": m.noisy,
             "measured_with": f"{m.backend}, batch {profile.batch_size}, "
                              f"{profile.threads or 1} thread(s), {m.runs} runs, median"}
@@ -51,11 +56,7 @@ def _measure_at_state(model: Any, shape: tuple[int, ...], profile: Any,
     from latency.profiling import measure_at_state, prediction_at_state
 
     m, ref = measure_at_state(profile, model, shape)
-    out: dict[str, Any] = {
-        "measured_ms": m.median_ms, "measured_spread": m.spread, "measured_noisy": m.noisy,
-        "measured_with": f"{m.backend}, batch {profile.batch_size}, "
-                         f"{profile.threads or 1} thread(s), {m.runs} runs, median",
-        "reference_now_ms": ref.median_ms}
+    out = {**_measured_fields(m, profile), "reference_now_ms": ref.median_ms}
     trained = ((meta or {}).get("extra") or {}).get("reference_ms")
     if result.get("predicted_ms") is not None and trained:
         out["reference_trained_ms"] = float(trained)

@@ -227,11 +227,11 @@ def edge_titles(space: str, num_edges: int) -> list[str]:
         return [f"edge {e}" for e in range(num_edges)]
     known = _space(space)
     steps = max(d for _, d in ends) - 1
+    own = known is not None and ends == list(known.edge_ends(known.cell_types[0]))
 
     def name(index: int) -> str:
-        if known is not None and ends == list(known.edge_ends(known.cell_types[0])):
-            return known.node_name(index)
-        return darts_node_name(index, steps)
+        return known.node_name(index) if own and known is not None else darts_node_name(
+            index, steps)
 
     return [f"{name(s)}→{name(d)}" for s, d in ends]
 

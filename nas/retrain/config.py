@@ -85,11 +85,10 @@ def validate_config(cfg: RetrainConfig) -> None:
     from search_spaces.space import get_space
 
     space = get_space(cfg.space)
-    fewest = space.min_layers()
+    layers_error = space.layers_error(cfg.layers)
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
-        (cfg.layers >= fewest, f"--layers must be at least {fewest}"
-         + (" (two reduction cells)" if fewest == 3 else "") + f", got {cfg.layers}"),
+        (layers_error is None, layers_error or ""),
         (cfg.init_channels >= 2 and cfg.init_channels % 2 == 0,
          f"--channels must be an even number >= 2, got {cfg.init_channels}"),
         (cfg.batch_size >= 2, f"--batch-size must be at least 2, got {cfg.batch_size}"),

@@ -150,10 +150,9 @@ def validate_config(cfg: SearchConfig) -> None:
             f"{strategy.title} ({cfg.preset} preset) trains "
             f"only the weights for the first {cfg.arch_start_epoch} epochs{stage}; use --epochs "
             f"{cfg.arch_start_epoch + 1} or more")
-    fewest = space.min_layers()
-    if cfg.layers < fewest:
-        why = " (two reduction cells)" if fewest == 3 else ""
-        raise InputError(f"--layers must be at least {fewest}{why}, got {cfg.layers}")
+    layers_error = space.layers_error(cfg.layers)
+    if layers_error:
+        raise InputError(layers_error)
     if strategy.name not in space.strategies:
         raise InputError(f"{strategy.title} does not run on the {space.name} space (it "
                          f"supports: {', '.join(sorted(space.strategies))})")
