@@ -34,11 +34,17 @@ Design, and why:
 
 Deterministic for a given `seed` (on one machine and thread count).
 
-Where the time goes: every grid point is trained `selection_repeats` times (12 points x
-3 splits with the defaults), then each member once more, all for `steps` steps: 41 runs
-of 2-4 s on ~7,000 DARTS rows (1,000 samples and their equivalent cells) on a shared
-core, about 105 s. `fit(..., log=callable)` names those phases and shows a progress bar
-(one tick per run) on a terminal; without a `log` it is silent, so library callers and
+Where the time goes: every grid point is trained on `selection_repeats` splits (12
+points x 3 splits with the defaults), then each member, all for `steps` steps: 41 small
+MLPs on ~7,000 DARTS rows (1,000 samples and their equivalent cells). They are trained
+as two batched models (`batched.py`: stacked weights, one matmul per layer for all of
+them), the 36 of the grid in one loop and then the members in another, each model with
+its own split, initialisation, batch order and hyper-parameters, exactly as it would be
+trained alone (`_train_member`, the one-model reference the batched fit is tested
+against): about 20 s on one busy core of this 2-core machine, where the model-by-model
+loop took 75-100 s (`bench/bench_predictor_fit.py`). Inference runs the members as one
+batched model too. `fit(..., log=callable)` names the phases and shows a progress bar
+(one tick per step) on a terminal; without a `log` it is silent, so library callers and
 tests are not interrupted.
 """
 
@@ -48,13 +54,14 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from latency.predictor import batched
 from latency.predictor.features import FeatureLayout, FeatureMap
 from search_spaces.errors import InputError
 
@@ -130,6 +137,25 @@ class Member(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.linear(x) + self.mlp(x)).squeeze(-1)
 
+    def layers(self) -> list[batched.Layer]:
+        """(weight, bias) of the linear path, then of each MLP layer up to the head.
+
+        Read from the modules' dicts rather than through `nn.Module.__getattr__`: the
+        search calls this on every architecture step (`LatencyMLP._stacked`)."""
+        mods = self._modules
+        mlp = cast(nn.Module, mods["mlp"])._modules.values()
+        linears = [mods["linear"], *(m for m in mlp if isinstance(m, nn.Linear))]
+        return [(cast(torch.Tensor, lin._parameters["weight"]),
+                 cast(torch.Tensor, lin._parameters["bias"]))
+                for lin in cast(list[nn.Module], linears)]
+
+    def load_layers(self, layers: Sequence[batched.Layer]) -> None:
+        """Set the weights `layers()` names (copies them in, as `load_state_dict`)."""
+        with torch.no_grad():
+            for (w, b), (w_new, b_new) in zip(self.layers(), layers, strict=True):
+                w.copy_(w_new)
+                b.copy_(b_new)
+
 
 def _check_xy(X: Any, y: Any | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     Xa = np.asarray(X, dtype=np.float32)
@@ -152,10 +178,10 @@ def _quiet(message: str) -> None:
 
 
 def _progress(total: int, desc: str, log: Callable[[str], None] | None) -> tqdm:
-    """A bar on stderr (one tick per training run), shown only to a caller that asked to
-    hear progress (`log`) and only on a terminal; one per phase, so that the phase's log
-    lines are printed between bars, never through one."""
-    return tqdm(total=total, desc=desc, unit="run", leave=False,
+    """A bar on stderr (one tick per step of the phase's batched models), shown only to a
+    caller that asked to hear progress (`log`) and only on a terminal; one per phase, so
+    that the phase's log lines are printed between bars, never through one."""
+    return tqdm(total=total, desc=desc, unit="step", leave=False,
                 disable=None if log is not None else True)
 
 
@@ -181,6 +207,7 @@ class LatencyMLP(nn.Module):
         self.register_buffer("feat_std", torch.ones(n))
         self.register_buffer("scale_ms", torch.ones((), dtype=torch.float64))
         self.fitted = False
+        self._stack_cache: tuple[tuple[Any, ...], list[torch.Tensor]] | None = None
 
     # ------------------------------------------------------------------ inference
     @property
@@ -191,9 +218,30 @@ class LatencyMLP(nn.Module):
         return (self.features(enc) - self.feat_mean) / self.feat_std
 
     def member_outputs(self, enc: torch.Tensor) -> torch.Tensor:
-        """(members, ...) latencies in units of `scale_ms`."""
+        """(members, ...) latencies in units of `scale_ms`: every member at once, one
+        batched matmul per layer (`batched.py`), as ``stack([m(x) for m in members])``."""
         x = self._inputs(enc)
-        return torch.stack([m(x) for m in self.members])
+        flat = x.reshape(1, -1, x.shape[-1])
+        out = batched.forward(self._stacked(), flat)
+        return out.reshape(len(self.members), *x.shape[:-1])
+
+    def _stacked(self) -> list[torch.Tensor]:
+        """The members' weights in `batched`'s stacked layout. Stacked anew, differentiably,
+        whenever a gradient could reach them; otherwise (a frozen predictor in the search,
+        `predict`) stacked once and kept until a weight changes: another tensor, storage
+        or dtype, or an in-place write (the tensor's version counter; writes through
+        ``.data``, which bypass it, are not seen)."""
+        layers = [cast(Member, m).layers() for m in self.members]
+        tensors = [t for member in layers for layer in member for t in layer]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            return batched.stack(layers, 1)
+        key = tuple((id(t), t.data_ptr(), t._version, t.dtype) for t in tensors)
+        cached = self._stack_cache
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cached = (key, batched.stack(layers, 1))
+            self._stack_cache = cached
+        return cached[1]
 
     def forward(self, enc: torch.Tensor) -> torch.Tensor:
         """Ensemble-mean latency / `scale_ms`, differentiable in `enc` (shape (...,D))."""
@@ -260,27 +308,57 @@ class LatencyMLP(nn.Module):
             repeats = max(1, int(cfg.selection_repeats))
             say(f"choosing weight decay and loss ({len(grid)} combinations of weight decay, "
                 f"Huber delta and encoding L2) on {repeats} validation splits: "
-                f"{len(grid) * repeats} runs of {cfg.steps} steps on {len(target)} rows")
-            with _progress(len(grid) * repeats, "choosing weight decay and loss", log) as bar:
-                scores = [(self._selection_score(x, target, w, d, p, done=bar.update), w, d, p)
-                          for w, d, p in grid]
+                f"{len(grid) * repeats} models of {cfg.steps} steps on {len(target)} rows, "
+                f"trained together")
+            with _progress(cfg.steps, "choosing weight decay and loss", log) as bar:
+                _, errors = self._train_batched(
+                    [self._stream(r, x, True) for r in range(repeats)],
+                    [batched.Point(*point) for point in grid], x, target, bar.update)
+            # mean validation error over the splits (see `_selection_score`)
+            scores = [(float(np.mean(errors[:, i])), w, d, p)
+                      for i, (w, d, p) in enumerate(grid)]
             _, wd, delta, pen = min(scores)
             say(f"chose weight decay {wd:g}, Huber delta {delta:g}, encoding L2 {pen:g}")
         cfg.chosen_weight_decay, cfg.chosen_huber_delta = wd, delta
         cfg.chosen_encoding_l2 = pen
         say(f"training {cfg.members} ensemble members"
             f"{' on every training row' if cfg.refit_on_all else ''}")
-        with _progress(cfg.members, "training ensemble members", log) as bar:
-            for k in range(cfg.members):
-                state, _ = self._train_member(
-                    k, x, target, wd, delta, pen, hold_out=not cfg.refit_on_all
-                )
-                self.members[k].load_state_dict(state)
-                bar.update()
+        if cfg.members:
+            with _progress(cfg.steps, "training ensemble members", log) as bar:
+                trained, _ = self._train_batched(
+                    [self._stream(k, x, not cfg.refit_on_all) for k in range(cfg.members)],
+                    [batched.Point(wd, delta, pen)], x, target, bar.update)
+            for member, layers in zip(self.members, trained, strict=True):
+                cast(Member, member).load_layers(layers)
         self.fitted = True
         self._groups = None
         self.eval()
         return self
+
+    def _stream(self, k: int, x: torch.Tensor, hold_out: bool) -> batched.Stream:
+        """What seed k fixes, exactly as `_train_member(k, ...)` draws it: the split, the
+        initial weights and the batch order's seed."""
+        cfg = self.config
+        train_idx, val_idx = self._split(k, len(x), hold_out)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed * 1000 + k)
+            member = Member(x.shape[1], cfg.hidden, cfg.depth)
+        init = [(w.detach(), b.detach()) for w, b in member.layers()]
+        return batched.Stream(init, train_idx, val_idx, cfg.seed * 1000 + k + 1)
+
+    def _train_batched(
+        self, streams: Sequence[batched.Stream], points: Sequence[batched.Point],
+        x: torch.Tensor, target: torch.Tensor, done: Callable[[int], Any] | None = None,
+    ) -> tuple[list[list[batched.Layer]], np.ndarray]:
+        """Every (stream, point) model trained together (`batched.train`), each as
+        `_train_member` trains it alone; returns their layers, stream-major, and best
+        validation errors (streams, points)."""
+        cfg = self.config
+        return batched.train(
+            streams, points, x, target, steps=cfg.steps, lr=cfg.lr,
+            batch_size=cfg.batch_size, eval_every=cfg.eval_every,
+            linear_weight_decay=cfg.linear_weight_decay, penalised=self.layout.onehot,
+            eps=EPS, done=done)
 
     def _selection_score(self, x: torch.Tensor, target: torch.Tensor, wd: float,
                          delta: float, penalty: float,
@@ -288,7 +366,9 @@ class LatencyMLP(nn.Module):
         """Mean validation error over `selection_repeats` differently seeded splits: one
         15 % split of ~1,000 rows picks a grid point by noise about as often as by merit
         (measured on the NB201 data), and a pick is made once per predictor. `done` is
-        called after each run (progress)."""
+        called after each run (progress). `fit` computes these scores for the whole grid
+        at once (`_train_batched`); this one-model form is the reference it is tested
+        against."""
         repeats = max(1, int(self.config.selection_repeats))
         errors = []
         for r in range(repeats):
@@ -327,7 +407,9 @@ class LatencyMLP(nn.Module):
         penalty: float = 0.0,
         hold_out: bool = True,
     ) -> tuple[dict[str, torch.Tensor], float]:
-        """Train member k from scratch; return its best state and validation error."""
+        """Train member k from scratch, alone; return its best state and validation error.
+        `fit` trains its models batched (`_train_batched`), each exactly as this trains it
+        (up to rounding): this is the reference the batched fit is tested against."""
         cfg = self.config
         train_idx, val_idx = self._split(k, len(target), hold_out)
         with torch.random.fork_rng(devices=[]):
