@@ -11,6 +11,22 @@ Sources (published data, transcribed edge by edge):
   later). ``DARTS`` there is an alias of ``DARTS_V2``. Note that the original code release
   (commit 8876e79) called the V1 cell ``DARTS``; the alias follows the current file.
 * ``PDARTS``: ``chenxin061/pdarts`` ``genotypes.py``.
+* ``PC_DARTS``: ``yuhuixu1993/PC-DARTS`` ``genotypes.py`` (``PC_DARTS_cifar``).
+* ``GDAS``: ``D-X-Y/AutoDL-Projects`` ``lib/nas_infer_model/DXYs/genotypes.py``
+  (``GDAS_V1``, the searched reduction cell). Some third-party copies end the reduction
+  cell with ``('sep_conv_5x5', 2)``; the authors' file has ``('sep_conv_5x5', 1)``.
+* ``SNAS_MILD``: ``SNAS-Series/SNAS-Series`` ``SNAS/genotypes.py`` (``SNAS_mild``; its
+  ``SNAS_mild_edge_all`` is the same cell with the ``none`` edges written out).
+* ``DRNAS``: ``xiangning-chen/DrNAS`` ``DARTS-space/genotypes.py`` (``DrNAS_cifar10``).
+  The repository's older top-level ``genotypes.py`` holds a different ``DrNAS_cifar``
+  (3.1M parameters here, not the paper's 4.1M); the DARTS-space file is the current one.
+* ``SDARTS_RS``, ``SDARTS_ADV``: ``xiangning-chen/SmoothDARTS`` ``sota/cnn/genotypes.py``
+  (``c10_s5_random``, ``c10_s5_pgd``: CIFAR-10, search space ``s5``, the original DARTS
+  space).
+* ``SGAS_CRI1``, ``SGAS_CRI2``: ``lightaime/sgas`` ``cnn/genotypes.py``
+  (``Cri1_CIFAR_Best`` = ``Cri1_CIFAR_3``, ``Cri2_CIFAR_Best`` = ``Cri2_CIFAR_3``).
+* ``DARTS_MINUS``: ``Meituan-AutoML/DARTS-`` ``src/eval/genotypes.py``
+  (``cifar10_s0_best`` = ``cifar10_s0_0``; S0, "S5 in the code", is the DARTS space).
 """
 
 from __future__ import annotations
@@ -79,6 +95,172 @@ PDARTS = Genotype(
     reduce_concat=_CONCAT,
 )  # fmt: skip
 
+# PC-DARTS (CIFAR-10 search), yuhuixu1993/PC-DARTS genotypes.py PC_DARTS_cifar
+PC_DARTS = Genotype(
+    normal=(
+        ("sep_conv_3x3", 1), ("skip_connect", 0),
+        ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+        ("sep_conv_5x5", 0), ("sep_conv_3x3", 1),
+        ("avg_pool_3x3", 0), ("dil_conv_3x3", 1),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("sep_conv_5x5", 1), ("max_pool_3x3", 0),
+        ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
+        ("sep_conv_3x3", 0), ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# GDAS (searched normal and reduction cells), D-X-Y/AutoDL-Projects
+# lib/nas_infer_model/DXYs/genotypes.py GDAS_V1 (written there as one pair per node)
+GDAS = Genotype(
+    normal=(
+        ("skip_connect", 0), ("skip_connect", 1),
+        ("skip_connect", 0), ("sep_conv_5x5", 2),
+        ("sep_conv_3x3", 3), ("skip_connect", 0),
+        ("sep_conv_5x5", 4), ("sep_conv_3x3", 3),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("sep_conv_5x5", 0), ("sep_conv_3x3", 1),
+        ("sep_conv_5x5", 2), ("sep_conv_5x5", 1),
+        ("dil_conv_5x5", 2), ("sep_conv_3x3", 1),
+        ("sep_conv_5x5", 0), ("sep_conv_5x5", 1),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# SNAS, mild resource constraint, SNAS-Series/SNAS-Series SNAS/genotypes.py SNAS_mild
+SNAS_MILD = Genotype(
+    normal=(
+        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+        ("skip_connect", 0), ("dil_conv_3x3", 1),
+        ("skip_connect", 0), ("skip_connect", 1),
+        ("skip_connect", 0), ("sep_conv_3x3", 1),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
+        ("max_pool_3x3", 1), ("skip_connect", 2),
+        ("max_pool_3x3", 1), ("skip_connect", 2),
+        ("max_pool_3x3", 0), ("dil_conv_5x5", 2),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# DrNAS (CIFAR-10 search), xiangning-chen/DrNAS DARTS-space/genotypes.py DrNAS_cifar10
+DRNAS = Genotype(
+    normal=(
+        ("sep_conv_3x3", 0), ("sep_conv_5x5", 1),
+        ("sep_conv_3x3", 1), ("sep_conv_3x3", 2),
+        ("skip_connect", 0), ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 2), ("dil_conv_5x5", 3),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("max_pool_3x3", 0), ("sep_conv_5x5", 1),
+        ("dil_conv_5x5", 2), ("sep_conv_5x5", 1),
+        ("sep_conv_5x5", 1), ("dil_conv_5x5", 3),
+        ("skip_connect", 4), ("sep_conv_5x5", 1),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# SDARTS-RS (random smoothing), xiangning-chen/SmoothDARTS sota/cnn/genotypes.py
+# c10_s5_random
+SDARTS_RS = Genotype(
+    normal=(
+        ("sep_conv_3x3", 1), ("sep_conv_3x3", 0),
+        ("sep_conv_5x5", 1), ("skip_connect", 0),
+        ("sep_conv_3x3", 3), ("skip_connect", 1),
+        ("sep_conv_3x3", 1), ("dil_conv_3x3", 2),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("max_pool_3x3", 0), ("sep_conv_3x3", 1),
+        ("skip_connect", 2), ("max_pool_3x3", 0),
+        ("dil_conv_5x5", 3), ("max_pool_3x3", 0),
+        ("sep_conv_3x3", 2), ("sep_conv_5x5", 3),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# SDARTS-ADV (adversarial training), xiangning-chen/SmoothDARTS sota/cnn/genotypes.py
+# c10_s5_pgd
+SDARTS_ADV = Genotype(
+    normal=(
+        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 1), ("skip_connect", 0),
+        ("sep_conv_5x5", 0), ("dil_conv_3x3", 3),
+        ("dil_conv_3x3", 4), ("skip_connect", 0),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("max_pool_3x3", 0), ("sep_conv_5x5", 1),
+        ("skip_connect", 2), ("max_pool_3x3", 0),
+        ("skip_connect", 3), ("skip_connect", 2),
+        ("skip_connect", 2), ("sep_conv_5x5", 4),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# SGAS, criterion 1, best CIFAR-10 cell, lightaime/sgas cnn/genotypes.py Cri1_CIFAR_3
+SGAS_CRI1 = Genotype(
+    normal=(
+        ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+        ("sep_conv_5x5", 1), ("sep_conv_5x5", 3),
+        ("skip_connect", 0), ("dil_conv_5x5", 2),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("max_pool_3x3", 0), ("dil_conv_5x5", 1),
+        ("sep_conv_3x3", 0), ("skip_connect", 2),
+        ("sep_conv_3x3", 1), ("skip_connect", 2),
+        ("max_pool_3x3", 0), ("max_pool_3x3", 1),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# SGAS, criterion 2, best CIFAR-10 cell, lightaime/sgas cnn/genotypes.py Cri2_CIFAR_3
+SGAS_CRI2 = Genotype(
+    normal=(
+        ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+        ("sep_conv_3x3", 0), ("sep_conv_3x3", 2),
+        ("max_pool_3x3", 0), ("sep_conv_3x3", 3),
+        ("sep_conv_3x3", 2), ("sep_conv_3x3", 3),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("sep_conv_3x3", 0), ("max_pool_3x3", 1),
+        ("dil_conv_3x3", 0), ("max_pool_3x3", 1),
+        ("max_pool_3x3", 0), ("sep_conv_3x3", 2),
+        ("max_pool_3x3", 0), ("sep_conv_5x5", 2),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
+# DARTS- (best CIFAR-10 cell of the DARTS space), Meituan-AutoML/DARTS-
+# src/eval/genotypes.py cifar10_s0_0
+DARTS_MINUS = Genotype(
+    normal=(
+        ("sep_conv_3x3", 0), ("sep_conv_5x5", 1),
+        ("sep_conv_3x3", 1), ("dil_conv_3x3", 2),
+        ("skip_connect", 1), ("sep_conv_3x3", 0),
+        ("skip_connect", 1), ("sep_conv_3x3", 0),
+    ),
+    normal_concat=_CONCAT,
+    reduce=(
+        ("sep_conv_3x3", 0), ("max_pool_3x3", 1),
+        ("skip_connect", 2), ("max_pool_3x3", 0),
+        ("skip_connect", 2), ("skip_connect", 3),
+        ("skip_connect", 2), ("skip_connect", 3),
+    ),
+    reduce_concat=_CONCAT,
+)  # fmt: skip
+
 #: Published genotypes by canonical (upper-case) name; read-only.
 PUBLISHED: Mapping[str, Genotype] = MappingProxyType(
     {
@@ -86,6 +268,15 @@ PUBLISHED: Mapping[str, Genotype] = MappingProxyType(
         "DARTS_V1": DARTS_V1,
         "DARTS_V2": DARTS_V2,
         "PDARTS": PDARTS,
+        "PC_DARTS": PC_DARTS,
+        "GDAS": GDAS,
+        "SNAS_MILD": SNAS_MILD,
+        "DRNAS": DRNAS,
+        "SDARTS_RS": SDARTS_RS,
+        "SDARTS_ADV": SDARTS_ADV,
+        "SGAS_CRI1": SGAS_CRI1,
+        "SGAS_CRI2": SGAS_CRI2,
+        "DARTS_MINUS": DARTS_MINUS,
     }
 )
 

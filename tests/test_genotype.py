@@ -366,7 +366,9 @@ def test_load_missing_binary_and_directory(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ library
 def test_library_names() -> None:
-    assert published_names() == ["DARTS", "DARTS_V1", "DARTS_V2", "PDARTS"]
+    assert published_names() == ["DARTS", "DARTS_MINUS", "DARTS_V1", "DARTS_V2", "DRNAS",
+                                 "GDAS", "PC_DARTS", "PDARTS", "SDARTS_ADV", "SDARTS_RS",
+                                 "SGAS_CRI1", "SGAS_CRI2", "SNAS_MILD"]
     assert PUBLISHED["DARTS"] is PUBLISHED["DARTS_V2"]
     assert PUBLISHED["DARTS_V1"] != PUBLISHED["DARTS_V2"]
     with pytest.raises(TypeError):
@@ -398,7 +400,7 @@ def test_resolve_unknown_lists_names(tmp_path: Path) -> None:
         resolve_genotype("FOO")
     assert one_line(exc) == (
         "unknown genotype 'FOO': not a file and not a published name "
-        "(DARTS, DARTS_V1, DARTS_V2, PDARTS)"
+        f"({', '.join(published_names())})"
     )
     with pytest.raises(GenotypeError, match="not a file and not a published name"):
         resolve_genotype(tmp_path / "missing.json")

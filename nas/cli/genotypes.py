@@ -29,6 +29,24 @@ SOURCES: dict[str, tuple[str, str]] = {
                  "quark0/darts cnn/genotypes.py"),
     "PDARTS": ("Chen, Xie, Wu, Tian: Progressive DARTS, ICCV 2019 (CIFAR-10 search)",
                "chenxin061/pdarts genotypes.py"),
+    "PC_DARTS": ("Xu et al.: PC-DARTS, ICLR 2020 (CIFAR-10 search)",
+                 "yuhuixu1993/PC-DARTS genotypes.py"),
+    "GDAS": ("Dong, Yang: GDAS, Searching for a Robust Neural Architecture in Four GPU "
+             "Hours, CVPR 2019", "D-X-Y/AutoDL-Projects lib/nas_infer_model/DXYs/genotypes.py"),
+    "SNAS_MILD": ("Xie, Zheng, Liu, Lin: SNAS, ICLR 2019 (mild constraint)",
+                  "SNAS-Series/SNAS-Series SNAS/genotypes.py"),
+    "DRNAS": ("Chen, Wang, Cheng, Tang, Hsieh: DrNAS, ICLR 2021 (CIFAR-10 search)",
+              "xiangning-chen/DrNAS DARTS-space/genotypes.py"),
+    "SDARTS_RS": ("Chen, Hsieh: SDARTS, ICML 2020 (random smoothing)",
+                  "xiangning-chen/SmoothDARTS sota/cnn/genotypes.py"),
+    "SDARTS_ADV": ("Chen, Hsieh: SDARTS, ICML 2020 (adversarial perturbation)",
+                   "xiangning-chen/SmoothDARTS sota/cnn/genotypes.py"),
+    "SGAS_CRI1": ("Li et al.: SGAS, CVPR 2020 (criterion 1, best CIFAR-10 cell)",
+                  "lightaime/sgas cnn/genotypes.py"),
+    "SGAS_CRI2": ("Li et al.: SGAS, CVPR 2020 (criterion 2, best CIFAR-10 cell)",
+                  "lightaime/sgas cnn/genotypes.py"),
+    "DARTS_MINUS": ("Chu et al.: DARTS-, ICLR 2021 (best CIFAR-10 cell)",
+                    "Meituan-AutoML/DARTS- src/eval/genotypes.py"),
 }
 #: alias -> the name it stands for, and why
 ALIASES: dict[str, tuple[str, str]] = {
@@ -41,10 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "genotypes",
         help="the published genotypes --genotype accepts by name",
-        description="List the published genotypes (DARTS_V1, DARTS_V2, PDARTS; DARTS is an "
-        "alias of DARTS_V2) with their space, paper and repository, and the parameters and "
-        "multiply-accumulates of their CIFAR-10 network (36 channels, 20 cells), the "
-        "figures `nas info NAME` prints.",
+        description="List the published genotypes (DARTS_V1, DARTS_V2, PDARTS, PC_DARTS, "
+        "GDAS and more; DARTS is an alias of DARTS_V2) with their space, paper and "
+        "repository, and the parameters and multiply-accumulates of their CIFAR-10 "
+        "network (36 channels, 20 cells), the figures `nas info NAME` prints.",
     )
     p.add_argument("action", choices=["list"], help="list: the published genotypes")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
@@ -89,12 +107,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"published genotypes (sizes: {DATASET} network, {network['channels']} channels, "
           f"{network['layers']} cells, input {'x'.join(map(str, network['input']))}, "
           "auxiliary head excluded)")
-    header = f"  {'name':9s} {'space':6s} {'params':>10s} {'MACs':>12s}  source"
+    header = f"  {'name':11s} {'space':6s} {'params':>10s} {'MACs':>12s}  source"
     print(header)
     for r in rows:
         source = (f"alias of {r['alias_of']}" if r["alias_of"]
                   else f"{r['paper'] or 'unknown paper'}; {r['repo'] or 'unknown repository'}")
-        print(f"  {r['name']:9s} {r['space']:6s} {r['params']:>10,} {r['macs']:>12,}  {source}")
+        print(f"  {r['name']:11s} {r['space']:6s} {r['params']:>10,} {r['macs']:>12,}  {source}")
     for r in rows:
         if r["alias_of"]:
             print(f"  {r['name']} is an alias of {r['alias_of']}: {r['alias_note']}")
