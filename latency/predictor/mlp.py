@@ -335,6 +335,84 @@ class LatencyMLP(nn.Module):
         self.eval()
         return self
 
+    def out_of_fold(self, X: Any, y: Any, fold: Any,
+                    log: Callable[[str], None] | None = None) -> np.ndarray:
+        """Each row's latency (ms) as predicted by a model trained on the other folds.
+
+        After `fit`: one model per fold (`fold`: each row's fold, 0..k-1; the caller keeps
+        equivalent cells in one fold), at the chosen grid point and trained like an
+        ensemble member (no early stopping), all batched. Choosing the shipped model
+        between families (`blend.py`) needs such scores: the validation errors of the
+        grid search are optimistic (the best of 12 points, each at its best step), a
+        ridge's out-of-fold errors are not."""
+        cfg = self.config
+        if not self.fitted or cfg.chosen_weight_decay is None:
+            raise InputError("out_of_fold needs a fitted predictor")
+        Xt, yt = _check_xy(X, y, self.encoding_size)
+        assert yt is not None
+        n = len(yt)
+        fold_np = np.asarray(fold)
+        if fold_np.shape != (n,) or fold_np.min() != 0:
+            raise InputError(f"fold must give each of the {n} rows a fold 0..k-1")
+        folds = int(fold_np.max()) + 1
+        fold_t = torch.from_numpy(fold_np.astype(np.int64))
+        with torch.no_grad():
+            x = self._inputs(Xt)
+        target = (yt / self.scale_ms).float()
+        streams = []
+        for f in range(folds):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed * 1000 + 500 + f)
+                member = Member(x.shape[1], cfg.hidden, cfg.depth)
+            streams.append(batched.Stream(
+                [(w.detach(), b.detach()) for w, b in member.layers()],
+                torch.nonzero(fold_t != f).view(-1), torch.empty(0, dtype=torch.long),
+                cfg.seed * 1000 + 600 + f))
+        point = batched.Point(cfg.chosen_weight_decay, float(cfg.chosen_huber_delta or 0.0),
+                              float(cfg.chosen_encoding_l2 or 0.0))
+        (log or _quiet)(f"scoring the MLP on {folds} folds: {folds} models of {cfg.steps} "
+                        f"steps, trained together")
+        with _progress(cfg.steps, "out-of-fold MLP", log) as bar:
+            trained, _ = self._train_batched(streams, [point], x, target, bar.update)
+        out = np.empty(n)
+        for f, layers in enumerate(trained):
+            member = Member(x.shape[1], cfg.hidden, cfg.depth)
+            member.load_layers(layers)
+            rows = torch.nonzero(fold_t == f).view(-1)
+            with torch.no_grad():
+                out[rows.numpy()] = (member(x[rows]).double() * self.scale_ms).numpy()
+        return out
+
+    def add_linear(self, weight: float, coef: np.ndarray, intercept: float) -> None:
+        """Make every member compute ``weight * itself + (coef . onehot + intercept) / scale``,
+        so the ensemble predicts `weight` times what it did plus a linear per-edge model
+        (ms: `coef` over the one-hot block, `intercept`). The blend `blend.py` ships is
+        then an ensemble like any other: the artifact, the search's latency term and every
+        command read it unchanged. Member spread scales by `weight`: a pure linear model
+        (weight 0) reports none."""
+        a, b = self.layout.onehot
+        coef_t = torch.as_tensor(np.asarray(coef, dtype=np.float64))
+        if coef_t.shape != (b - a,):
+            raise InputError(f"linear model has {tuple(coef_t.shape)} coefficients for a "
+                             f"one-hot block of {b - a}")
+        scale = float(self.scale_ms)
+        # the members read (features - feat_mean) / feat_std, and the encoding is the
+        # features' first block: onehot_c = u_c * std_c + mean_c
+        std, mean = self.feat_std[a:b].double(), self.feat_mean[a:b].double()
+        add_w = (coef_t * std / scale).float()
+        add_b = float((intercept + float((coef_t * mean).sum())) / scale)
+        with torch.no_grad():
+            for member in self.members:
+                layers = cast(Member, member).layers()
+                for i, (w, bias) in enumerate(layers):
+                    if i == 0 or i == len(layers) - 1:  # linear path and head: scaled
+                        w.mul_(weight)
+                        bias.mul_(weight)
+                lin_w, lin_b = layers[0]
+                lin_w[0, a:b] += add_w
+                lin_b += add_b
+        self._stack_cache = None
+
     def _stream(self, k: int, x: torch.Tensor, hold_out: bool) -> batched.Stream:
         """What seed k fixes, exactly as `_train_member(k, ...)` draws it: the split, the
         initial weights and the batch order's seed."""
