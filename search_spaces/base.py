@@ -113,6 +113,9 @@ class SearchSpace(ABC, Generic[A]):
     #: whether its training network has an auxiliary head / takes drop-path
     supports_auxiliary: bool = False
     supports_drop_path: bool = False
+    #: whether its supernet and derivation take `activations` (a factorised search of
+    #: operations x activations, `nas search --activations`)
+    searches_activations: bool = False
 
     # -- architectures ---------------------------------------------------------------
 
@@ -171,7 +174,10 @@ class SearchSpace(ABC, Generic[A]):
         """The search network, in the form the bilevel loop drives: `forward(x,
         arch_weights=None)` (weights per cell type; None: its own softmax), and
         `arch_parameters()`, `weight_parameters()`, `arch_weights()`,
-        `set_skip_dropout(p)` (`supernet.ArchParameters` provides them)."""
+        `set_skip_dropout(p)` (`supernet.ArchParameters` provides them). A space with
+        `searches_activations` also takes `activations=(names...)`: its supernet then
+        holds per-edge activation parameters beside the op ones (`arch_weights()` keys
+        `supernet.activation_key(cell_type)`), and `derive` takes the same keyword."""
 
     @abstractmethod
     def build_network(self, arch: A, C: int, layers: int, num_classes: int,

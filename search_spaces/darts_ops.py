@@ -61,6 +61,25 @@ def _dil5(C: int, stride: int, affine: bool) -> nn.Module:
     return DilConv(C, C, 5, stride, 4, 2, affine)
 
 
+# the same with another activation everywhere inside (an op named "sep_conv_3x3/silu")
+
+
+def _sep3_act(C: int, stride: int, affine: bool, act: str) -> nn.Module:
+    return SepConv(C, C, 3, stride, 1, affine, activation=act)
+
+
+def _sep5_act(C: int, stride: int, affine: bool, act: str) -> nn.Module:
+    return SepConv(C, C, 5, stride, 2, affine, activation=act)
+
+
+def _dil3_act(C: int, stride: int, affine: bool, act: str) -> nn.Module:
+    return DilConv(C, C, 3, stride, 2, 2, affine, activation=act)
+
+
+def _dil5_act(C: int, stride: int, affine: bool, act: str) -> nn.Module:
+    return DilConv(C, C, 5, stride, 4, 2, affine, activation=act)
+
+
 # ---------------------------------------------------------------- supernet forms
 
 
@@ -92,6 +111,22 @@ def _batched_dil5(C: int, stride: int, n: int) -> EdgeBatchOp:
     return BatchedDilConv(C, stride, n, 5, 4, 2, repeat=1)
 
 
+def _batched_sep3_act(C: int, stride: int, n: int, act: str) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 3, 1, 1, repeat=2, activation=act)
+
+
+def _batched_sep5_act(C: int, stride: int, n: int, act: str) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 5, 2, 1, repeat=2, activation=act)
+
+
+def _batched_dil3_act(C: int, stride: int, n: int, act: str) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 3, 2, 2, repeat=1, activation=act)
+
+
+def _batched_dil5_act(C: int, stride: int, n: int, act: str) -> EdgeBatchOp:
+    return BatchedDilConv(C, stride, n, 5, 4, 2, repeat=1, activation=act)
+
+
 # -------------------------------------------------------------------------- specs
 
 #: In the order the registry has always listed them (error messages list them so).
@@ -101,10 +136,16 @@ DARTS_OP_SPECS: tuple[OpSpec, ...] = (
     OpSpec("avg_pool_3x3", _avg_pool, _batched_avg_pool, family="pool", supernet_bn=True),
     OpSpec("max_pool_3x3", _max_pool, _batched_max_pool, family="pool", supernet_bn=True),
     OpSpec("skip_connect", _skip, _batched_skip, family="skip"),
-    OpSpec("sep_conv_3x3", _sep3, _batched_sep3, family="conv", heavy=True),
-    OpSpec("sep_conv_5x5", _sep5, _batched_sep5, family="conv", heavy=True),
-    OpSpec("dil_conv_3x3", _dil3, _batched_dil3, family="conv", heavy=True),
-    OpSpec("dil_conv_5x5", _dil5, _batched_dil5, family="conv", heavy=True),
+    # the convolutions also run with another activation (pairs, "sep_conv_3x3/silu");
+    # none, pooling and skip have no activation to choose
+    OpSpec("sep_conv_3x3", _sep3, _batched_sep3, family="conv", heavy=True,
+           build_activated=_sep3_act, batched_activated=_batched_sep3_act),
+    OpSpec("sep_conv_5x5", _sep5, _batched_sep5, family="conv", heavy=True,
+           build_activated=_sep5_act, batched_activated=_batched_sep5_act),
+    OpSpec("dil_conv_3x3", _dil3, _batched_dil3, family="conv", heavy=True,
+           build_activated=_dil3_act, batched_activated=_batched_dil3_act),
+    OpSpec("dil_conv_5x5", _dil5, _batched_dil5, family="conv", heavy=True,
+           build_activated=_dil5_act, batched_activated=_batched_dil5_act),
 )
 
 for _spec in DARTS_OP_SPECS:

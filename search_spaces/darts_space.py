@@ -16,14 +16,19 @@ import torch
 from torch import nn
 
 from search_spaces.base import CellGraph, EdgeOps, SearchSpace, SizedNetwork, check_dataset
-from search_spaces.derive import derive_genotype, restrict_skip_connects, skip_count
+from search_spaces.derive import (
+    ActivationChoice,
+    derive_genotype,
+    restrict_skip_connects,
+    skip_count,
+)
 from search_spaces.encoding import edge_index, encode_genotype, encode_weights
 from search_spaces.errors import GenotypeError, InputError
 from search_spaces.genotype import Genotype, parse_darts_literal
 from search_spaces.networks import NetworkCIFAR, NetworkImageNet
 from search_spaces.op_spec import op_spec
 from search_spaces.ops import DARTS_PRIMITIVES
-from search_spaces.supernet import SuperNet, cell_edges
+from search_spaces.supernet import SuperNet, activation_key, cell_edges
 
 if TYPE_CHECKING:
     from latency.hardware import HardwareProfile
@@ -45,6 +50,23 @@ NETWORK_SHAPES: dict[str, tuple[str, tuple[int, int, int], int, int, int]] = {
 #: retrain presets differ from the DARTS paper recipe (`nas.retrain.config.PRESETS`)
 #: only in `small`, which is defined there; DARTS changes nothing
 _NO_OVERRIDES: dict[str, Any] = {}
+
+
+def _numpy(weights: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+            for k, v in weights.items()}
+
+
+def _activation_choices(probs: Mapping[str, np.ndarray], activations: Sequence[str],
+                        cell_types: Sequence[str]) -> dict[str, ActivationChoice] | None:
+    """Per cell type, (activation probabilities, names) of a factorised search."""
+    if not activations:
+        return None
+    missing = [activation_key(c) for c in cell_types if activation_key(c) not in probs]
+    if missing:
+        raise InputError(f"activation weights {', '.join(missing)} are missing: was the "
+                         "supernet built with these activations?")
+    return {c: (probs[activation_key(c)], tuple(activations)) for c in cell_types}
 
 
 def darts_node_name(index: int, steps: int = 4) -> str:
@@ -99,6 +121,7 @@ class DartsSpace(SearchSpace[Genotype]):
     layout_name = "cifar"
     supports_auxiliary = True
     supports_drop_path = True
+    searches_activations = True
     steps = 4
     multiplier = 4
     num_edges = len(cell_edges(steps))
@@ -114,13 +137,17 @@ class DartsSpace(SearchSpace[Genotype]):
         return isinstance(stored, Mapping) and "normal" in stored and "space" not in stored
 
     def parse(self, stored: Any, *, source: str = "genotype") -> Genotype:
-        """A JSON object (`Genotype.to_dict`) or the DARTS literal text."""
-        if isinstance(stored, str):
+        """A JSON object (`Genotype.to_dict`), the DARTS literal text, or a `Genotype`;
+        checked against the op set (pairs ``op/act`` included) and with each pair under
+        its one name ("sep_conv_3x3/relu" is "sep_conv_3x3")."""
+        if isinstance(stored, Genotype):
+            genotype = stored
+        elif isinstance(stored, str):
             genotype = parse_darts_literal(stored, source=source)
         else:
             genotype = Genotype.from_dict(stored, source=source)
-        genotype.validate(self.op_names, source=source)
-        return genotype
+        genotype.validate(self.op_names, source=source, namespace=self.op_namespace)
+        return genotype.canonical()
 
     def to_json(self, arch: Genotype) -> dict[str, list]:
         return arch.to_dict()
@@ -134,11 +161,13 @@ class DartsSpace(SearchSpace[Genotype]):
     # -- networks --------------------------------------------------------------------
 
     def build_supernet(self, C: int, layers: int, num_classes: int, in_channels: int = 3,
-                       edge_ops: EdgeOps | None = None) -> SuperNet:
+                       edge_ops: EdgeOps | None = None,
+                       activations: Sequence[str] = ()) -> SuperNet:
         return SuperNet(
             C, num_classes, layers,
             edge_ops if edge_ops is not None else self.full_edge_ops(),
             steps=self.steps, multiplier=self.multiplier, in_channels=in_channels,
+            activations=activations,
         )
 
     def build_network(self, arch: Genotype, C: int, layers: int, num_classes: int,
@@ -149,7 +178,7 @@ class DartsSpace(SearchSpace[Genotype]):
         auxiliary = options.pop("auxiliary", True)
         if options:
             raise TypeError(f"unknown network options {sorted(options)}")
-        arch.validate(self.op_names)
+        arch.validate(self.op_names, namespace=self.op_namespace)
         if layout not in NETWORK_BUILDERS:
             raise InputError(
                 f"unknown network layout {layout!r}; known: {', '.join(NETWORK_BUILDERS)}"
@@ -198,32 +227,36 @@ class DartsSpace(SearchSpace[Genotype]):
     # -- search ----------------------------------------------------------------------
 
     def derive(self, weights: Mapping[str, torch.Tensor | np.ndarray],
-               edge_ops: EdgeOps | None = None) -> Genotype:
-        """DARTS' genotype from per-edge op probabilities (softmax already applied)."""
-        probs = {
-            k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-            for k, v in weights.items()
-        }
+               edge_ops: EdgeOps | None = None,
+               activations: Sequence[str] = ()) -> Genotype:
+        """DARTS' genotype from per-edge op probabilities (softmax already applied); with
+        `activations`, also from the activation probabilities of a factorised search
+        (`derive.py`: the argmax of the joint weight p_op * q_act)."""
+        probs = _numpy(weights)
         return derive_genotype(probs, edge_ops if edge_ops is not None
-                               else self.full_edge_ops(), self.steps, self.multiplier)
+                               else self.full_edge_ops(), self.steps, self.multiplier,
+                               _activation_choices(probs, activations, self.cell_types))
 
     def derive_limiting_skips(self, weights: Mapping[str, torch.Tensor | np.ndarray],
-                              edge_ops: EdgeOps, max_skips: int
+                              edge_ops: EdgeOps, max_skips: int,
+                              activations: Sequence[str] = ()
                               ) -> tuple[Genotype, dict[str, Any]]:
         """P-DARTS' last pruning to one op per edge, then at most `max_skips`
         skip-connects in the normal cell (the reduction cell is not limited)."""
         steps = self.steps
-        probs = {k: (w.detach().cpu().numpy() if isinstance(w, torch.Tensor)
-                     else np.asarray(w)) for k, w in weights.items()}
+        probs = _numpy(weights)
+        acts = _activation_choices(probs, activations, self.cell_types) or {}
         unlimited = self.num_edges
-        reduce = restrict_skip_connects(probs["reduce"], edge_ops["reduce"], steps, unlimited)
+        reduce = restrict_skip_connects(probs["reduce"], edge_ops["reduce"], steps, unlimited,
+                                        act=acts.get("reduce"))
         normal_all = restrict_skip_connects(probs["normal"], edge_ops["normal"], steps,
-                                            unlimited)
+                                            unlimited, act=acts.get("normal"))
         concat = tuple(range(2 + steps - self.multiplier, steps + 2))
         by_skips: dict[str, Any] = {}
         chosen = None
         for m in range(skip_count(normal_all), -1, -1):
-            normal = restrict_skip_connects(probs["normal"], edge_ops["normal"], steps, m)
+            normal = restrict_skip_connects(probs["normal"], edge_ops["normal"], steps, m,
+                                            act=acts.get("normal"))
             g = Genotype(tuple(normal), concat, tuple(reduce), concat)
             by_skips[str(m)] = g.to_dict()
             if m == min(max_skips, skip_count(normal_all)):
@@ -234,8 +267,10 @@ class DartsSpace(SearchSpace[Genotype]):
     # -- encoding --------------------------------------------------------------------
 
     def encode(self, arch: Genotype) -> np.ndarray:
-        """One-hot per edge; edges the genotype does not use are coded as `none`."""
-        arch.validate(self.op_names)
+        """One-hot per edge; edges the genotype does not use are coded as `none`. There is
+        no column for an activation choice yet: a pair other than ``op/relu`` is a
+        one-line InputError."""
+        arch.validate(self.op_names, namespace=self.op_namespace)
         return encode_genotype(arch, self.op_names, self.steps)
 
     def encode_weights(self, weights: Mapping[str, torch.Tensor],

@@ -17,10 +17,21 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from search_spaces.errors import GenotypeError
+from search_spaces.activations import DEFAULT_ACTIVATION, split_pair
+from search_spaces.errors import GenotypeError, InputError
 from search_spaces.genotype import Genotype
 
 ZERO = "none"
+
+
+def encodable_name(name: str) -> str:
+    """The op column `name` is encoded in: its own, or its base op's for a pair naming
+    the default activation ("sep_conv_3x3/relu" is "sep_conv_3x3"). The encodings have
+    no column for another activation yet, so such a pair is a one-line InputError."""
+    base, act = split_pair(name)
+    if act is None or act == DEFAULT_ACTIVATION:
+        return base
+    raise InputError(f"latency encoding does not cover activation choices yet ({name})")
 
 
 def edge_index(steps: int) -> dict[tuple[int, int], int]:
@@ -43,6 +54,7 @@ def encode_cell(edges: Sequence[tuple[str, int]], op_names: Sequence[str], steps
         j = k // 2 + 2
         if (i, j) not in rows:
             raise GenotypeError(f"edge from node {i} into node {j} is not in the space")
+        name = encodable_name(name)
         if name not in op_names:
             raise GenotypeError(f"operation {name!r} is not in the op set of this space")
         row = rows[(i, j)]

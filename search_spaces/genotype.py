@@ -1,8 +1,10 @@
 """The genotype: the discrete cell structure a search produces and a retrain consumes.
 
 Operation names are the only thing stored, so a published DARTS genotype pastes in
-unchanged. Node indices follow DARTS: 0 and 1 are the cell inputs (outputs of the two
-previous cells), 2.. are intermediate nodes; each intermediate node takes two
+unchanged. An operation run with another activation than ReLU is named as a pair,
+``sep_conv_3x3/silu`` (`search_spaces.activations`), in both text forms. Node indices
+follow DARTS: 0 and 1 are the cell inputs (outputs of the two previous cells), 2.. are
+intermediate nodes; each intermediate node takes two
 `(op, input)` pairs, stored consecutively.
 
 Genotypes travel in two text forms:
@@ -140,6 +142,29 @@ class Genotype:
         """Number of intermediate nodes per cell (two input edges each)."""
         return len(self.normal) // 2
 
+    def canonical(self) -> Genotype:
+        """This genotype with every (operation, activation) pair under its one name
+        (`activations.pair_name`: "sep_conv_3x3/relu" is "sep_conv_3x3"), so one network
+        has one genotype; `self` when nothing changes. Malformed pairs are left for
+        `validate` to report."""
+        from search_spaces.activations import PAIR_SEPARATOR, pair_name, split_pair
+
+        if not any(PAIR_SEPARATOR in op for op, _ in self.normal + self.reduce):
+            return self
+
+        def name(op: str) -> str:
+            try:
+                return pair_name(*split_pair(op))
+            except UnknownOperationError:
+                return op
+
+        return Genotype(
+            normal=tuple((name(op), i) for op, i in self.normal),
+            normal_concat=self.normal_concat,
+            reduce=tuple((name(op), i) for op, i in self.reduce),
+            reduce_concat=self.reduce_concat,
+        )
+
     # ------------------------------------------------------------------ JSON form
     def to_dict(self) -> dict[str, list]:
         """JSON-ready dict (lists only), the form run directories store."""
@@ -185,12 +210,15 @@ class Genotype:
         )
 
     # ------------------------------------------------------------------ checks
-    def validate(self, op_names: Iterable[str], *, source: str = "genotype") -> None:
+    def validate(self, op_names: Iterable[str], *, source: str = "genotype",
+                 namespace: str = "") -> None:
         """Check that this genotype can be built in a space with the given op set.
 
         Raises `UnknownOperationError` for an op outside `op_names` and `GenotypeError` for
         a structural problem (normal/reduce of different lengths, an edge taking its input
-        from a node that is not computed yet, a concat index outside the cell).
+        from a node that is not computed yet, a concat index outside the cell). A pair
+        ``op/act`` is in the op set when op is, op takes an activation (its spec, looked
+        up in the op `namespace`) and act is a registered activation.
         """
         if isinstance(op_names, str):
             raise TypeError("op_names must be a collection of names, not a single string")
@@ -204,10 +232,7 @@ class Genotype:
         for field in _EDGE_FIELDS:
             for k, (op, idx) in enumerate(getattr(self, field)):
                 if op not in valid:
-                    raise UnknownOperationError(
-                        f"{source}: unknown operation {op!r} in '{field}' edge {k}; "
-                        f"valid: {_brief(names)}"
-                    )
+                    _check_pair(op, names, namespace, source, f"'{field}' edge {k}")
                 node = 2 + k // 2
                 if not 0 <= idx < node:
                     raise GenotypeError(
@@ -237,6 +262,23 @@ class Genotype:
             f"Genotype(normal={edges(self.normal)}, normal_concat={list(self.normal_concat)}, "
             f"reduce={edges(self.reduce)}, reduce_concat={list(self.reduce_concat)})"
         )
+
+
+def _check_pair(op: str, names: list[str], namespace: str, source: str, where: str) -> None:
+    """Pass when `op` (not in `names`) is a valid pair ``base/act`` of a base in `names`;
+    else one UnknownOperationError line naming the problem. Imported here, not at the
+    top, so that reading genotypes does not load torch."""
+    from search_spaces.activations import PAIR_SEPARATOR
+    from search_spaces.op_spec import check_op_names
+
+    if PAIR_SEPARATOR not in op:
+        raise UnknownOperationError(
+            f"{source}: unknown operation {op!r} in {where}; valid: {_brief(names)}"
+        )
+    try:
+        check_op_names([op], names, namespace)
+    except UnknownOperationError as exc:
+        raise UnknownOperationError(f"{source}: {where} ({op!r}): {exc}") from None
 
 
 def _brief(names: list[str], limit: int = 12) -> str:

@@ -50,8 +50,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_spaces.errors import GenotypeError, InputError
-from search_spaces.ops import ReLUConvBN, build_op, op_names, register_op
+from search_spaces.activations import PAIR_SEPARATOR, pair_name, split_pair
+from search_spaces.encoding import encodable_name
+from search_spaces.errors import GenotypeError, InputError, UnknownOperationError
+from search_spaces.ops import ReLUConvBN, build_op, check_op_names, op_names, register_op
 from search_spaces.supernet_ops import BatchedReLUConvBN, EdgeBatchOp, SharedPool
 
 #: The NAS-Bench-201 operations in the benchmark's order.
@@ -97,6 +99,22 @@ def _batched_conv(kernel: int):
     return batched
 
 
+def _conv_builder_activated(kernel: int):
+    """nor_conv with another activation (an op named "nor_conv_3x3/silu")."""
+
+    def build(C: int, stride: int, affine: bool, act: str) -> nn.Module:
+        return ReLUConvBN(C, C, kernel, stride, kernel // 2, affine, activation=act)
+
+    return build
+
+
+def _batched_conv_activated(kernel: int):
+    def batched(C: int, stride: int, n: int, act: str) -> EdgeBatchOp:
+        return BatchedReLUConvBN(C, stride, n, kernel, activation=act)
+
+    return batched
+
+
 def _batched_avg_pool(C: int, stride: int, n: int) -> EdgeBatchOp:
     pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
     return SharedPool(pool, C, n, bn=False)
@@ -112,7 +130,8 @@ NB201_NAMESPACE = "nb201"
 for _k in (1, 3):
     if f"nor_conv_{_k}x{_k}" not in op_names():
         register_op(f"nor_conv_{_k}x{_k}", batched=_batched_conv(_k), family="conv",
-                    heavy=True)(_conv_builder(_k))
+                    heavy=True, build_activated=_conv_builder_activated(_k),
+                    batched_activated=_batched_conv_activated(_k))(_conv_builder(_k))
 if "avg_pool_3x3" not in op_names(NB201_NAMESPACE):
     register_op("avg_pool_3x3", namespace=NB201_NAMESPACE, batched=_batched_avg_pool,
                 family="pool")(lambda C, s, affine: build_op("avg_pool_3x3", C, s, affine))
@@ -123,7 +142,9 @@ if "avg_pool_3x3" not in op_names(NB201_NAMESPACE):
 
 @dataclass(frozen=True)
 class Nb201Arch:
-    """One op name per edge, in `NB201_EDGES` order; immutable so it can key caches."""
+    """One op name per edge, in `NB201_EDGES` order; immutable so it can key caches. A
+    convolution may be a pair ``nor_conv_3x3/silu``, stored by its one name
+    (`canonical_op`)."""
 
     ops: tuple[str, ...]
 
@@ -131,12 +152,7 @@ class Nb201Arch:
         ops = tuple(self.ops)
         if len(ops) != NUM_EDGES:
             raise GenotypeError(f"an NB201 cell has {NUM_EDGES} edges, got {len(ops)} ops")
-        for op in ops:
-            if op not in NB201_OPS:
-                raise GenotypeError(
-                    f"unknown NB201 operation {op!r}; known: {', '.join(NB201_OPS)}"
-                )
-        object.__setattr__(self, "ops", ops)
+        object.__setattr__(self, "ops", tuple(canonical_op(op) for op in ops))
 
     def __str__(self) -> str:
         return format_arch(self)
@@ -145,6 +161,23 @@ class Nb201Arch:
         """JSON form of run directories (`genotype.json`, logs); the space is named so a
         reader cannot take it for a DARTS genotype."""
         return {"space": "nb201", "arch": format_arch(self)}
+
+
+def canonical_op(op: str) -> str:
+    """`op` as a cell stores it: one of `NB201_OPS`, or a pair ``nor_conv_3x3/silu`` (a
+    convolution with another registered activation; ``op/relu`` is stored as ``op``).
+    Anything else is a one-line GenotypeError naming the problem."""
+    if op in NB201_OPS:
+        return op
+    if isinstance(op, str) and PAIR_SEPARATOR in op:
+        try:
+            base, act = split_pair(op)
+            if base in NB201_OPS:
+                check_op_names([op], NB201_OPS, NB201_NAMESPACE)
+                return pair_name(base, act)
+        except UnknownOperationError as exc:
+            raise GenotypeError(str(exc)) from None
+    raise GenotypeError(f"unknown NB201 operation {op!r}; known: {', '.join(NB201_OPS)}")
 
 
 def parse_arch(text: str) -> Nb201Arch:
@@ -180,12 +213,16 @@ def parse_arch(text: str) -> Nb201Arch:
                 raise GenotypeError(
                     f"NB201 arch {text!r}: bad token {token!r} (expected 'op~{i}')"
                 )
-            if op not in NB201_OPS:
+            if op not in NB201_OPS and PAIR_SEPARATOR not in op:
                 raise GenotypeError(
                     f"NB201 arch {text!r}: unknown operation {op!r} in token {token!r}; "
                     f"known: {', '.join(NB201_OPS)}"
                 )
-            ops.append(op)
+            try:
+                ops.append(canonical_op(op))
+            except GenotypeError as exc:
+                raise GenotypeError(f"NB201 arch {text!r}: {exc} (token {token!r})"
+                                    ) from None
     return Nb201Arch(tuple(ops))
 
 
@@ -259,7 +296,8 @@ def equivalent_archs(arch: Nb201Arch | str | Sequence[str]) -> tuple[Nb201Arch, 
     A latency measured on one of them is a measurement of all of them, which is what lets
     a latency predictor learn this symmetry from its training rows for free."""
     a = _as_arch(arch)
-    return tuple(b for b in _cells_by_computation()[computation_key(a)] if b != a)
+    # the table holds the plain cells; a cell with activation pairs gets none listed
+    return tuple(b for b in _cells_by_computation().get(computation_key(a), ()) if b != a)
 
 
 # --------------------------------------------------------------------------- encoding
@@ -309,7 +347,7 @@ def one_hot(arch: Nb201Arch | str | Sequence[str]) -> np.ndarray:
     a = _as_arch(arch)
     out = np.zeros((NUM_EDGES, NUM_OPS), dtype=np.float32)
     for e, op in enumerate(a.ops):
-        out[e, NB201_OPS.index(op)] = 1.0
+        out[e, NB201_OPS.index(encodable_name(op))] = 1.0  # refuses activation pairs
     return out
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from search_spaces.activations import pair_name
 from search_spaces.base import CellGraph, EdgeOps, SearchSpace, SizedNetwork, check_dataset
 from search_spaces.errors import GenotypeError, InputError
 from search_spaces.nb201 import (
@@ -82,6 +83,7 @@ class Nb201Space(SearchSpace[Nb201Arch]):
     edges: tuple[tuple[int, int], ...] = NB201_EDGES
     op_namespace = "nb201"
     layout_name = "nb201"
+    searches_activations = True
     layers_meaning = "NB201 cells per stage (3 stages)"
     description = "NAS-Bench-201 cells (6 edges, 5 operations, 15,625 cells)"
 
@@ -124,13 +126,14 @@ class Nb201Space(SearchSpace[Nb201Arch]):
     # -- networks --------------------------------------------------------------------
 
     def build_supernet(self, C: int, layers: int, num_classes: int, in_channels: int = 3,
-                       edge_ops: EdgeOps | None = None) -> nn.Module:
+                       edge_ops: EdgeOps | None = None,
+                       activations: Sequence[str] = ()) -> nn.Module:
         """The search network; `layers` is N, the cells per stage (3N cells in all)."""
         from search_spaces.nb201_supernet import Nb201SuperNet
 
         return Nb201SuperNet(C, layers, num_classes,
                              edge_ops if edge_ops is not None else self.full_edge_ops(),
-                             in_channels=in_channels)
+                             in_channels=in_channels, activations=activations)
 
     def build_network(self, arch: Nb201Arch | str | Sequence[str],
                       C: int = BENCHMARK_CHANNELS, layers: int = BENCHMARK_CELLS_PER_STAGE,
@@ -185,16 +188,30 @@ class Nb201Space(SearchSpace[Nb201Arch]):
 
     # -- search ----------------------------------------------------------------------
 
-    def derive(self, weights: Any, edge_ops: EdgeOps | None = None) -> Nb201Arch:
+    def derive(self, weights: Any, edge_ops: EdgeOps | None = None,
+               activations: Sequence[str] = ()) -> Nb201Arch:
         """The strongest op per edge, `none` included (NB201 keeps every edge; this is
         the benchmark's DARTS baseline). `weights` is (6, k), or {"normal": (6, k)} as
-        the search driver passes it; `edge_ops` names the k columns of each edge."""
+        the search driver passes it; `edge_ops` names the k columns of each edge. With
+        `activations` (a factorised search) the weights also hold the activation
+        probabilities under `activation_key("normal")`, and an op that carries an
+        activation is named with its edge's strongest one (the argmax of p_op * q_act)."""
+        from search_spaces.supernet import activation_key
+
+        act_key = activation_key("normal")
+        q = None
         if isinstance(weights, Mapping):
-            if set(weights) != {"normal"}:
-                raise InputError(
-                    f"NB201 weights have one cell type 'normal', got {sorted(weights)}"
-                )
+            expected = {"normal", act_key} if activations else {"normal"}
+            if set(weights) != expected:
+                raise InputError(f"NB201 weights have keys {sorted(expected)}, got "
+                                 f"{sorted(weights)}")
+            if activations:
+                q = np.asarray(weights[act_key].detach().cpu().numpy()
+                               if isinstance(weights[act_key], torch.Tensor)
+                               else weights[act_key])
             weights = weights["normal"]
+        elif activations:
+            raise InputError("NB201 derivation with activations needs the weights by key")
         w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights
         w = np.asarray(w)
         names = (list(edge_ops["normal"]) if edge_ops is not None
@@ -204,7 +221,12 @@ class Nb201Space(SearchSpace[Nb201Arch]):
             raise InputError(
                 f"NB201 weights must have shape ({NUM_EDGES}, {width}), got {w.shape}"
             )
-        return Nb201Arch(tuple(names[e][k] for e, k in enumerate(w.argmax(axis=1))))
+        ops = [names[e][k] for e, k in enumerate(w.argmax(axis=1))]
+        if q is not None:
+            ops = [pair_name(op, activations[int(np.argmax(q[e]))])
+                   if op_spec(op, self.op_namespace).takes_activation else op
+                   for e, op in enumerate(ops)]
+        return Nb201Arch(tuple(ops))
 
     # -- encoding --------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from search_spaces.activations import activation
 from search_spaces.nb201 import (
     NB201_EDGES,
     NB201_NAMESPACE,
@@ -40,7 +41,7 @@ from search_spaces.nb201 import (
 )
 from search_spaces.op_spec import op_spec
 from search_spaces.ops import ReLUConvBN, check_op_names
-from search_spaces.supernet import ArchParameters, SourceEdges
+from search_spaces.supernet import ArchParameters, SourceEdges, activation_key
 from search_spaces.supernet_ops import BatchedReLUConvBN
 
 EdgeOps = Sequence[Sequence[str]]
@@ -49,7 +50,7 @@ EdgeOps = Sequence[Sequence[str]]
 class Nb201SearchCell(nn.Module):
     """A mixed NB201 cell: node j = sum over edges i->j of the mixed edge of node i."""
 
-    def __init__(self, C: int, edge_ops: EdgeOps) -> None:
+    def __init__(self, C: int, edge_ops: EdgeOps, activations: Sequence[str] = ()) -> None:
         super().__init__()
         num_columns = len(edge_ops[0])
         self.sources = nn.ModuleList()
@@ -57,18 +58,25 @@ class Nb201SearchCell(nn.Module):
         for source in range(NUM_NODES - 1):
             ids = [e for e, (i, _) in enumerate(NB201_EDGES) if i == source]
             self.sources.append(
-                SourceEdges(C, 1, ids, edge_ops, num_columns, namespace=NB201_NAMESPACE)
+                SourceEdges(C, 1, ids, edge_ops, num_columns, namespace=NB201_NAMESPACE,
+                            activations=activations)
             )
             self._targets.append([NB201_EDGES[e][1] for e in ids])
+            self.register_buffer(f"edges_{source}", torch.tensor(ids), persistent=False)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor,
+                activation_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`activation_weights` (6, K): softmax of the activation parameters, in a
+        factorised supernet."""
         weights_flat = weights.reshape(-1)
         nodes = [x]
         incoming: list[list[torch.Tensor]] = [[] for _ in range(NUM_NODES - 1)]
         for i, source in enumerate(self.sources):
             if i > 0:
                 nodes.append(_sum(incoming[i - 1]))
-            mixed = source(nodes[i], weights_flat)
+            q = (None if activation_weights is None
+                 else activation_weights.index_select(0, getattr(self, f"edges_{i}")))
+            mixed = source(nodes[i], weights_flat, q)
             for p, target in enumerate(self._targets[i]):
                 incoming[target - 1].append(mixed[:, p])
         return _sum(incoming[-1])
@@ -112,32 +120,42 @@ class Nb201SuperNet(ArchParameters, nn.Module):
         edge_ops: Mapping[str, EdgeOps],
         in_channels: int = 3,
         alpha_init_scale: float = 1e-3,
+        activations: Sequence[str] = (),
     ) -> None:
+        """`activations`: a factorised search (`SuperNet` says how)."""
         super().__init__()
+        for name in activations:
+            activation(name)
+        if len(set(activations)) != len(activations):
+            raise ValueError(f"activations repeat a name: {list(activations)}")
+        self.activations = tuple(activations)
         self.edge_ops = {"normal": check_edge_ops(edge_ops)}
         self.C, self.N, self.num_classes, self.in_channels = C, N, num_classes, in_channels
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C)
         )
         layers, C_prev = stage_layers(
-            C, N, lambda c: Nb201SearchCell(c, self.edge_ops["normal"])
+            C, N, lambda c: Nb201SearchCell(c, self.edge_ops["normal"], self.activations)
         )
         self.cells = nn.ModuleList(layers)
         self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
         width = len(self.edge_ops["normal"][0])
-        self.arch = nn.ParameterDict(
-            {"normal": nn.Parameter(alpha_init_scale * torch.randn(NUM_EDGES, width))}
-        )
+        arch = {"normal": nn.Parameter(alpha_init_scale * torch.randn(NUM_EDGES, width))}
+        if self.activations:
+            arch[activation_key("normal")] = nn.Parameter(
+                alpha_init_scale * torch.randn(NUM_EDGES, len(self.activations)))
+        self.arch = nn.ParameterDict(arch)
 
     def forward(
         self, x: torch.Tensor, arch_weights: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        weights = (self.arch_weights() if arch_weights is None else arch_weights)["normal"]
+        given = self.arch_weights() if arch_weights is None else arch_weights
+        weights, q = given["normal"], given.get(activation_key("normal"))
         h = self.stem(x)
         for layer in self.cells:
-            h = layer(h, weights) if isinstance(layer, Nb201SearchCell) else layer(h)
+            h = layer(h, weights, q) if isinstance(layer, Nb201SearchCell) else layer(h)
         out = self.global_pooling(self.lastact(h))
         return self.classifier(out.flatten(1))
 

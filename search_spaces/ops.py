@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.activations import DEFAULT_ACTIVATION, activation_module
 from search_spaces.layer_spec import LayerSpec
 from search_spaces.op_spec import (
     SHARED,
+    ActivatedBatchedBuilder,
+    ActivatedBuilder,
     BatchedBuilder,
     OpBuilder,
     OpSpec,
@@ -55,6 +58,8 @@ def register_op(
     zero: bool = False,
     supernet_bn: bool = False,
     layers: Mapping[type[nn.Module], LayerSpec] | None = None,
+    build_activated: ActivatedBuilder | None = None,
+    batched_activated: ActivatedBatchedBuilder | None = None,
 ) -> Callable[[OpBuilder], OpBuilder]:
     """Decorator form of `register_op_spec` for a builder: the keywords are the other
     `OpSpec` fields, so a bare `@register_op("name")` gives a spec with defaults (run per
@@ -65,6 +70,7 @@ def register_op(
         register_op_spec(OpSpec(
             name, builder, batched=batched, family=family, heavy=heavy, zero=zero,
             supernet_bn=supernet_bn, layers=dict(layers or {}), namespace=namespace,
+            build_activated=build_activated, batched_activated=batched_activated,
         ))
         return builder
 
@@ -101,18 +107,21 @@ class Identity(nn.Module):
 
 
 class ReLUConvBN(nn.Sequential):
+    """Activation (ReLU unless `activation` names another) -> k x k conv -> BN."""
+
     def __init__(
-        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True,
+        activation: str = DEFAULT_ACTIVATION,
     ) -> None:
         super().__init__(
-            nn.ReLU(inplace=False),
+            activation_module(activation),
             nn.Conv2d(C_in, C_out, kernel, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
 
 class DilConv(nn.Sequential):
-    """ReLU -> depthwise k x k (dilated) -> pointwise 1x1 -> BN."""
+    """ReLU (or `activation`) -> depthwise k x k (dilated) -> pointwise 1x1 -> BN."""
 
     def __init__(
         self,
@@ -123,9 +132,10 @@ class DilConv(nn.Sequential):
         padding: int,
         dilation: int,
         affine: bool = True,
+        activation: str = DEFAULT_ACTIVATION,
     ) -> None:
         super().__init__(
-            nn.ReLU(inplace=False),
+            activation_module(activation),
             nn.Conv2d(
                 C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False
             ),
@@ -135,14 +145,16 @@ class DilConv(nn.Sequential):
 
 
 class SepConv(nn.Sequential):
-    """Two (ReLU -> depthwise -> pointwise -> BN) blocks; only the first carries stride."""
+    """Two (ReLU -> depthwise -> pointwise -> BN) blocks; only the first carries stride.
+    `activation` replaces both ReLUs."""
 
     def __init__(
-        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True
+        self, C_in: int, C_out: int, kernel: int, stride: int, padding: int, affine: bool = True,
+        activation: str = DEFAULT_ACTIVATION,
     ) -> None:
         super().__init__(
-            DilConv(C_in, C_in, kernel, stride, padding, 1, affine),
-            DilConv(C_in, C_out, kernel, 1, padding, 1, affine),
+            DilConv(C_in, C_in, kernel, stride, padding, 1, affine, activation),
+            DilConv(C_in, C_out, kernel, 1, padding, 1, affine, activation),
         )
 
 

@@ -97,8 +97,8 @@ def load_architecture(name_or_path: str | Path) -> Any:
         if claimed is not None:
             return claimed.parse(data, source=f"'{path}'")
     genotype = resolve_genotype(name_or_path)
-    genotype.validate(get_space(DEFAULT_SPACE).op_names)
-    return genotype
+    # checked against the op set, activation pairs under their one name
+    return get_space(DEFAULT_SPACE).parse(genotype)
 
 __all__ = [
     "DEFAULT_SPACE",

@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.activations import activation
+from search_spaces.errors import UnknownOperationError
 from search_spaces.op_spec import SHARED, op_spec
 from search_spaces.ops import FactorizedReduce, ReLUConvBN, check_op_names
 from search_spaces.supernet_ops import (
+    MIXED,
     EdgeBatchOp,
     SharedIdentity,
     SourceCache,
@@ -30,6 +33,17 @@ from search_spaces.supernet_ops import (
 )
 
 EdgeOps = Sequence[Sequence[str]]
+
+
+#: `arch` key of a cell type's activation parameters in a factorised supernet
+ACTIVATION_SUFFIX = "_act"
+
+
+def activation_key(cell_type: str) -> str:
+    """Where the activation parameters (beta) of `cell_type` live in `arch` and in
+    `arch_weights()`: beside the op parameters (alpha), so every optimiser, log and
+    checkpoint that handles alpha handles beta too."""
+    return cell_type + ACTIVATION_SUFFIX
 
 
 def cell_edges(steps: int) -> list[tuple[int, int]]:
@@ -48,10 +62,14 @@ class SourceEdges(nn.Module):
         edge_ops: EdgeOps,
         num_columns: int,
         namespace: str = SHARED,
+        activations: Sequence[str] = (),
     ) -> None:
         """`namespace` is the space whose meaning of the op names applies (NB201's pooling
-        has no BN after it); the default is the DARTS search network's."""
+        has no BN after it); the default is the DARTS search network's. With
+        `activations`, every op that carries an activation reads its edge's mixture of
+        them (`supernet_ops.MIXED`): the factorised supernet."""
         super().__init__()
+        self.activations = tuple(activations)
         self.num_edges = len(edge_ids)
         self.stride = stride
         names: list[str] = []
@@ -65,17 +83,30 @@ class SourceEdges(nn.Module):
             positions = [p for p, e in enumerate(edge_ids) if name in edge_ops[e]]
             flat = [edge_ids[p] * num_columns + list(edge_ops[edge_ids[p]]).index(name)
                     for p in positions]
-            self.ops.append(build_edge_batch(name, C, stride, len(positions), namespace))
+            self.ops.append(self._build(name, C, stride, len(positions), namespace))
             self.register_buffer(f"pos_{k}", torch.tensor(positions), persistent=False)
             self.register_buffer(f"flat_{k}", torch.tensor(flat), persistent=False)
             self._full.append(len(positions) == self.num_edges)
 
-    def forward(self, x: torch.Tensor, weights_flat: torch.Tensor) -> torch.Tensor:
-        """Mixed outputs of every outgoing edge: (N, edges, C, H', W')."""
-        cache = SourceCache(x)
+    def _build(self, name: str, C: int, stride: int, n: int, namespace: str) -> EdgeBatchOp:
+        spec = op_spec(name, namespace)
+        if not self.activations or not spec.takes_activation:
+            return build_edge_batch(name, C, stride, n, namespace)
+        if spec.batched_activated is None:
+            raise UnknownOperationError(
+                f"operation {name!r} has no supernet form that mixes activations")
+        return spec.batched_activated(C, stride, n, MIXED)
+
+    def forward(self, x: torch.Tensor, weights_flat: torch.Tensor,
+                activation_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Mixed outputs of every outgoing edge: (N, edges, C, H', W').
+        `activation_weights` (edges, K): the softmax of this node's edges' activation
+        parameters, in a factorised supernet."""
+        cache = SourceCache(x, self.activations, activation_weights)
         acc: torch.Tensor | None = None
         for k, op in enumerate(self.ops):
-            y = op(cache)
+            y = op(cache if self._full[k] or activation_weights is None
+                   else cache.subset(getattr(self, f"pos_{k}")))
             if op.shared:
                 y = y.unsqueeze(1)
             w = weights_flat[getattr(self, f"flat_{k}")].view(1, -1, 1, 1, 1)
@@ -103,6 +134,7 @@ class SearchCell(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         edge_ops: EdgeOps,
+        activations: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.reduction = reduction
@@ -120,17 +152,24 @@ class SearchCell(nn.Module):
         for source in range(steps + 1):
             ids = [k for k, (i, _) in enumerate(edges) if i == source]
             stride = 2 if reduction and source < 2 else 1
-            self.sources.append(SourceEdges(C, stride, ids, edge_ops, num_columns))
+            self.sources.append(SourceEdges(C, stride, ids, edge_ops, num_columns,
+                                            activations=activations))
             self._targets.append([edges[k][1] for k in ids])
+            self.register_buffer(f"edges_{source}", torch.tensor(ids), persistent=False)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor,
+                activation_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """`activation_weights` (edges, K): softmax of the cell type's activation
+        parameters, in a factorised supernet."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         incoming: list[list[torch.Tensor]] = [[] for _ in range(self.steps)]
         weights_flat = weights.reshape(-1)
         for i, source in enumerate(self.sources):
             if i >= 2:
                 states.append(_sum(incoming[i - 2]))
-            mixed = source(states[i], weights_flat)
+            q = (None if activation_weights is None
+                 else activation_weights.index_select(0, getattr(self, f"edges_{i}")))
+            mixed = source(states[i], weights_flat, q)
             for p, target in enumerate(self._targets[i]):
                 incoming[target - 2].append(mixed[:, p])
         states.append(_sum(incoming[self.steps - 1]))
@@ -187,8 +226,17 @@ class SuperNet(ArchParameters, nn.Module):
         stem_multiplier: int = 3,
         in_channels: int = 3,
         alpha_init_scale: float = 1e-3,
+        activations: Sequence[str] = (),
     ) -> None:
+        """`activations`: search the activation inside every op that carries one as a
+        second choice per edge (beta, one row per edge and cell type), factorised from
+        the op choice (docs/methods.md, factorised operator sets); empty: plain DARTS."""
         super().__init__()
+        for name in activations:
+            activation(name)  # an unknown name is a one-line error
+        if len(set(activations)) != len(activations):
+            raise ValueError(f"activations repeat a name: {list(activations)}")
+        self.activations = tuple(activations)
         n_edges = len(cell_edges(steps))
         for cell_type in ("normal", "reduce"):
             ops = edge_ops[cell_type]
@@ -224,18 +272,20 @@ class SuperNet(ArchParameters, nn.Module):
                     reduction,
                     reduction_prev,
                     self.edge_ops[cell_type],
+                    self.activations,
                 )
             )
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
-        self.arch = nn.ParameterDict(
-            {
-                k: nn.Parameter(alpha_init_scale * torch.randn(n_edges, len(v[0])))
-                for k, v in self.edge_ops.items()
-            }
-        )
+        arch = {k: nn.Parameter(alpha_init_scale * torch.randn(n_edges, len(v[0])))
+                for k, v in self.edge_ops.items()}
+        if self.activations:
+            arch.update({activation_key(k): nn.Parameter(
+                alpha_init_scale * torch.randn(n_edges, len(self.activations)))
+                for k in self.edge_ops})
+        self.arch = nn.ParameterDict(arch)
 
     def forward(
         self, x: torch.Tensor, arch_weights: dict[str, torch.Tensor] | None = None
@@ -243,9 +293,10 @@ class SuperNet(ArchParameters, nn.Module):
         weights = self.arch_weights() if arch_weights is None else arch_weights
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            w = weights["reduce" if cell.reduction else "normal"]
-            s0, s1 = s1, cell(s0, s1, w)
+            cell_type = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, weights[cell_type], weights.get(activation_key(cell_type)))
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 
 
-__all__ = ["SuperNet", "SearchCell", "SourceEdges", "EdgeBatchOp", "cell_edges"]
+__all__ = ["ACTIVATION_SUFFIX", "SuperNet", "SearchCell", "SourceEdges", "EdgeBatchOp",
+           "activation_key", "cell_edges"]

@@ -24,7 +24,7 @@ registered in `darts_ops.py`); ops without one fall back to one module per edge.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 import torch
@@ -41,29 +41,93 @@ from search_spaces.op_spec import (
 )
 from search_spaces.ops import shift_one_pixel
 
+#: The activation key of a factorised supernet's activation-carrying ops: "this edge's
+#: mixture of activations", sum_k q[e, k] * a_k(x), with q the softmax of the edge's
+#: activation parameters (docs/methods.md, factorised operator sets).
+MIXED = "<mixture>"
+
 
 class SourceCache:
     """Per-forward cache of tensors derived from one source node: its activations, by
-    name, and their channel repeats. Each is computed once however many ops read it."""
+    name, and their channel repeats. Each is computed once however many ops read it.
 
-    def __init__(self, x: torch.Tensor) -> None:
+    In a factorised supernet it also holds the node's activation mixture: `names` (the
+    K candidate activations) and `mix` (edges x K weights of the edges an op serves, in
+    the op's edge order). Every candidate activation of x is computed once per node and
+    shared by every op and edge; an edge's mixture is then K multiply-adds, so the cost
+    is linear in the number of operations plus the number of activations."""
+
+    def __init__(self, x: torch.Tensor, names: Sequence[str] = (),
+                 mix: torch.Tensor | None = None) -> None:
         self.x = x
+        self.names = tuple(names)
+        self.mix = mix
         self._activated: dict[str, torch.Tensor] = {}
         self._repeats: dict[tuple[str, int], torch.Tensor] = {}
 
+    def subset(self, positions: torch.Tensor) -> SourceCache:
+        """The same cache for the edges at `positions` of this one (an op that serves
+        only some of the node's edges, as after P-DARTS pruning); activations stay
+        shared."""
+        view = SourceCache(self.x, self.names,
+                           None if self.mix is None else self.mix.index_select(0, positions))
+        view._activated = self._activated
+        return view
+
     def activated(self, key: str) -> torch.Tensor:
-        """The activation registered as `key` (`activations.py`) applied to x."""
+        """The activation registered as `key` (`activations.py`) applied to x; for
+        `MIXED`, the mixture of an op that serves one edge."""
+        if key == MIXED:
+            return self.activated_repeated(key, 1)
         if key not in self._activated:
             self._activated[key] = activation(key)(self.x)
         return self._activated[key]
 
     def activated_repeated(self, key: str, n: int) -> torch.Tensor:
-        """activated(key) repeated n times along channels: (N, n*C, H, W), edge-major."""
+        """activated(key) repeated n times along channels: (N, n*C, H, W), edge-major;
+        for `MIXED`, block e is edge e's own mixture of activations."""
+        if key == MIXED:
+            if (key, n) not in self._repeats:
+                q = self._mix_weights(n)
+                stacked = torch.stack([self.activated(a) for a in self.names])
+                self._repeats[key, n] = _mixture(stacked, q, per_edge=False)
+            return self._repeats[key, n]
         if n == 1:
             return self.activated(key)
         if (key, n) not in self._repeats:
             self._repeats[key, n] = repeat_channels(self.activated(key), n)
         return self._repeats[key, n]
+
+    def apply(self, key: str, h: torch.Tensor) -> torch.Tensor:
+        """Activation `key` on an op's inner tensor h (N, n*C, H, W), edge-major: the
+        second activation of a separable convolution. For `MIXED`, edge e's block is
+        sum_k q[e, k] a_k(h_e): the same weights as the edge's input mixture."""
+        if key != MIXED:
+            return activation(key)(h)
+        q = self._mix_weights(None)
+        stacked = torch.stack([activation(a)(h) for a in self.names])
+        return _mixture(stacked, q, per_edge=True)
+
+    def _mix_weights(self, n: int | None) -> torch.Tensor:
+        if self.mix is None or not self.names:
+            raise ValueError("an op with the mixed activation needs a factorised supernet")
+        if n is not None and self.mix.shape[0] != n:
+            raise ValueError(f"activation weights for {self.mix.shape[0]} edges, op has {n}")
+        return self.mix
+
+
+def _mixture(stacked: torch.Tensor, q: torch.Tensor, per_edge: bool) -> torch.Tensor:
+    """Activations `stacked` (K, N, channels, H, W) mixed per edge with `q` (n, K) into
+    (N, n*C, H, W), block e = sum_k q[e, k] * (activation k). With `per_edge` the
+    channels are already the n edges' blocks (an op's inner tensor); without, one tensor
+    of C channels is every edge's input."""
+    K, N, channels, H, W = stacked.shape
+    if per_edge:
+        n = q.shape[0]
+        out = torch.einsum("ek,knechw->nechw", q, stacked.view(K, N, n, channels // n, H, W))
+    else:
+        out = torch.einsum("ek,knchw->nechw", q, stacked)
+    return out.reshape(N, -1, H, W)
 
 
 def repeat_channels(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -244,7 +308,7 @@ class BatchedDilConv(EdgeBatchOp):
         h = cache.activated_repeated(self.activation, self.n)
         for r, block in enumerate(cast("Iterable[nn.ModuleDict]", self.blocks)):
             if r > 0:
-                h = activation(self.activation)(h)
+                h = cache.apply(self.activation, h)
             h = block["bn"](block["pw"](depthwise(cast(nn.Conv2d, block["dw"]), h)))
         N, _, H, W = h.shape
         return h.view(N, self.n, self.C, H, W)
@@ -267,7 +331,15 @@ class BatchedReLUConvBN(EdgeBatchOp):
         self.bn = nn.BatchNorm2d(n * C, affine=False)
 
     def forward(self, cache: SourceCache) -> torch.Tensor:
-        h = self.bn(self.conv(cache.activated(self.activation)))
+        if self.activation == MIXED and self.n > 1:
+            # each edge reads its own mixture: the same weights as a grouped conv over
+            # the n mixtures side by side (edge e's C x C slice sees only block e)
+            conv = self.conv
+            h = F.conv2d(cache.activated_repeated(MIXED, self.n), conv.weight, None,
+                         conv.stride, conv.padding, conv.dilation, self.n)
+            h = self.bn(h)
+        else:
+            h = self.bn(self.conv(cache.activated(self.activation)))
         N, _, H, W = h.shape
         return h.view(N, self.n, self.C, H, W)
 

@@ -29,6 +29,7 @@ from nas.search.config import (
 from nas.search.driver import Search, SearchResult, load_search_data
 from nas.search.strategy import STRATEGIES, get_strategy
 from nas.threads import threads_now
+from search_spaces.activations import ACTIVATIONS, activation
 from search_spaces.errors import InputError
 from search_spaces.space import DEFAULT_SPACE, get_space, space_names
 
@@ -85,6 +86,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory (default results/<time>-<space>-<hardware>); "
                    "must not exist or be empty")
     add_resume_arguments(p, "search")
+    p.add_argument("--activations", metavar="LIST",
+                   help="search the activation inside every op that carries one as a second "
+                        "choice per edge, factorised from the op choice: comma-separated "
+                        f"names ({', '.join(ACTIVATIONS)}) or 'all' (default: ReLU only)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
@@ -97,6 +102,21 @@ RESUME_FLAGS = {
     "latency_weight": "latency_weight", "latency_target": "latency_target_ms",
     "predictor": "predictor", "limit": "data_limit", "seed": "seed",
 }
+
+
+def parse_activations(text: str | None) -> tuple[str, ...] | None:
+    """--activations: 'all', or comma-separated registered names (one-line error for an
+    unknown one); None when not given."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return tuple(ACTIVATIONS)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise InputError("--activations needs 'all' or a comma-separated list of names")
+    for name in names:
+        activation(name)
+    return names
 
 
 def space_and_strategy(args: argparse.Namespace) -> tuple[str, str]:
@@ -133,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         latency_weight=args.latency_weight,
         latency_target_ms=args.latency_target,
         predictor=args.predictor,
+        activations=parse_activations(args.activations),
     )
     if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
         raise InputError("--latency-weight / --latency-target need --hardware NAME")
@@ -152,6 +173,10 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any, str | None]:
     exists for the hardware) and its caution (`latency.predictor.trust`); loading errors
     surface before anything is written."""
     if not cfg.hardware:
+        return [], None, None
+    if cfg.activations:
+        _stderr("note: no latency prediction for this search: the latency encoding does not "
+                "cover activation choices yet")
         return [], None, None
     from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
     from nas.search.latency_loss import PredictorLatency, latency_probe, latency_term_factory
@@ -229,6 +254,11 @@ def _open_resume(args: argparse.Namespace) -> tuple[RunDir, SearchConfig, Any]:
                              f"strategy {cfg.strategy}: --resume continues a run with its "
                              "own settings")
     new_epochs = check_resume_flags(args, saved["search"], RESUME_FLAGS)
+    wanted = parse_activations(args.activations)
+    if wanted is not None and wanted != tuple(cfg.activations):
+        raise InputError(f"--activations {args.activations} conflicts with the run's "
+                         f"activations = {list(cfg.activations)}: --resume continues a run "
+                         "with its own settings")
     if args.data_dir:  # the data may have moved; it is where the data is, not a setting
         cfg = cfg.with_overrides(data_dir=args.data_dir)
     state = run_dir.load_checkpoint() if run_dir.has_checkpoint() else None

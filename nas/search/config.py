@@ -59,6 +59,9 @@ class SearchConfig(ConfigDict):
     latency_weight: float = 0.0
     latency_target_ms: float | None = None
     predictor: str | None = None
+    # factorised operator sets (issue 16): the activations searched inside every op that
+    # carries one, as a second choice per edge; empty: the plain op set (ReLU)
+    activations: tuple[str, ...] = ()
     # bookkeeping
     eval_every: int = 1
     data_limit: int | None = None
@@ -118,6 +121,13 @@ PRESETS: dict[tuple[str, str], SearchConfig] = {
 }
 
 
+def activation_options(cfg: SearchConfig) -> dict[str, Any]:
+    """The keyword a space's supernet and derivation take in a factorised search
+    (operations x activations); nothing for a plain one, so spaces that cannot search
+    activations (refused by `validate_config`) keep their signatures."""
+    return {"activations": tuple(cfg.activations)} if cfg.activations else {}
+
+
 def preset_config(strategy: str, preset: str, space: str = "darts") -> SearchConfig:
     """The preset of `strategy`, with `space`'s own changes to it (NB201's shape)."""
     from search_spaces.space import get_space
@@ -162,6 +172,18 @@ def validate_config(cfg: SearchConfig) -> None:
         raise InputError(f"--latency-weight must be >= 0, got {cfg.latency_weight}")
     if cfg.latency_target_ms is not None and cfg.latency_target_ms <= 0:
         raise InputError(f"--latency-target must be positive, got {cfg.latency_target_ms}")
+    if cfg.activations:
+        from search_spaces.activations import activation
+
+        if not space.searches_activations:
+            raise InputError(f"the {space.name} space cannot search activations yet")
+        for name in cfg.activations:
+            activation(name)
+        if len(set(cfg.activations)) != len(cfg.activations):
+            raise InputError(f"--activations repeats a name: {','.join(cfg.activations)}")
+        if cfg.latency_weight or cfg.latency_target_ms:
+            raise InputError("--latency-weight / --latency-target do not cover activation "
+                             "choices yet: the latency encoding has no activation factor")
     if not 0.0 < cfg.train_portion < 1.0:
         raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
     if strategy.staged:

@@ -23,7 +23,7 @@ from nas.data.registry import load_dataset, train_augment
 from nas.data.spec import DatasetSplits
 from nas.run_dir import ARCH_LOG, LOG, RunDir
 from nas.search.architect import Architect, ArchLossTerm
-from nas.search.config import SearchConfig
+from nas.search.config import SearchConfig, activation_options
 from nas.search.loop import arch_entropy, train_epoch
 from nas.search.pdarts import prune_edge_ops
 from nas.search.strategy import get_strategy
@@ -44,6 +44,7 @@ class SearchResult:
     genotype: Any  # an architecture of the run's space
     run_dir: RunDir
     summary: dict[str, Any]
+
 
 
 def _stage_shape(cfg: SearchConfig, stage: int) -> tuple[int, int]:
@@ -100,7 +101,8 @@ class Search:
         # Any: every space's supernet has the methods the loop and Architect use
         # (weight_parameters, arch_parameters, arch_weights, set_skip_dropout)
         model: Any = self.space.build_supernet(
-            C, layers, self.spec.num_classes, self.spec.in_channels, self.edge_ops
+            C, layers, self.spec.num_classes, self.spec.in_channels, self.edge_ops,
+            **activation_options(cfg),
         )
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -220,7 +222,7 @@ class Search:
             )
         weights = model.arch_weights()
         record["entropy"] = arch_entropy(weights)
-        genotype = self.space.derive(weights, self.edge_ops)
+        genotype = self.space.derive(weights, self.edge_ops, **activation_options(cfg))
         record["genotype"] = self.space.to_json(genotype)
         if self.probe is not None:
             record.update(self.probe(weights, self.edge_ops, genotype))
@@ -228,7 +230,7 @@ class Search:
         self.run.append(LOG, record)
         self.run.append(
             ARCH_LOG,
-            {"stage": self.stage, "epoch": self.epoch, "edge_ops": self.edge_ops,
+            {"stage": self.stage, "epoch": self.epoch, "edge_ops": self._logged_choices(),
              "weights": _probs(model)},
         )
         acc = f" val_acc {record['val_acc']:.3f}" if "val_acc" in record else ""
@@ -237,6 +239,18 @@ class Search:
             f"{record['train_loss']:.3f} train_acc {record['train_acc']:.3f}{acc} "
             f"entropy {record['entropy']['normal']:.3f} ({record['seconds']:.1f}s)"
         )
+
+    def _logged_choices(self) -> dict[str, Any]:
+        """What each column of the logged weights is: the ops of every edge and, in a
+        factorised search, the activations under the activation keys (so the report's
+        heat maps show beta like alpha)."""
+        choices: dict[str, Any] = dict(self.edge_ops)
+        if self.cfg.activations:
+            from search_spaces.supernet import activation_key
+
+            for cell, edges in self.edge_ops.items():
+                choices[activation_key(cell)] = [list(self.cfg.activations)] * len(edges)
+        return choices
 
     def _global_epoch(self) -> int:
         """A distinct data epoch per (stage, epoch), so stages do not replay batches."""
@@ -250,7 +264,8 @@ class Search:
         probs = model.arch_weights()
         self.stage_genotypes.append(
             {"stage": self.stage,
-             "genotype": self.space.to_json(self.space.derive(probs, self.edge_ops))}
+             "genotype": self.space.to_json(self.space.derive(
+                 probs, self.edge_ops, **activation_options(cfg)))}
         )
         self.edge_ops = {
             k: prune_edge_ops(probs[k].detach().cpu().numpy(), self.edge_ops[k], keep, False)

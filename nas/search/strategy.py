@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nas.search.config import activation_options
 from nas.search.pdarts import skip_dropout_rate
 from search_spaces.base import EdgeOps, SearchSpace
 from search_spaces.errors import InputError
@@ -46,7 +47,7 @@ class Strategy:
     def final(self, space: SearchSpace[Any], weights: dict[str, torch.Tensor],
               edge_ops: EdgeOps, cfg: SearchConfig) -> tuple[Any, dict[str, Any]]:
         """(final architecture, extra summary fields)."""
-        return space.derive(weights, edge_ops), {}
+        return space.derive(weights, edge_ops, **activation_options(cfg)), {}
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class PdartsStrategy(Strategy):
 
     def final(self, space: SearchSpace[Any], weights: dict[str, torch.Tensor],
               edge_ops: EdgeOps, cfg: SearchConfig) -> tuple[Any, dict[str, Any]]:
-        arch, by_limit = space.derive_limiting_skips(weights, edge_ops, cfg.max_skips)
+        arch, by_limit = space.derive_limiting_skips(weights, edge_ops, cfg.max_skips,
+                                                     **activation_options(cfg))
         return arch, {"genotypes_by_max_skips": by_limit}
 
 
