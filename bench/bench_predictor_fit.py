@@ -16,12 +16,14 @@ beside every run, because the machine is shared:
    rounding or two (1 +- j * 2**-23), to show how much float noise alone moves the
    choice and the figures.
 2. The CLI, ``nas --threads N predictor train --hardware p100 --samples FILE``, in
-   subprocesses; before runs on a copy of the `latency` package whose mlp.py is the
-   old one. Same figures, from each run's report.json / predictor.json.
-   The scikit-learn baselines it also fits are timed alone once (the change does not
-   touch them).
-   With `--also-threads 2`, one more before/after pair at two threads (the CLI's
-   choice when no other job holds a core; meaningless if one does: see the loads).
+   subprocesses; before runs on the whole `latency` package of `--before` (`git
+   archive`: the model-by-model fit, the MLP shipped alone, the exact gradient boosting
+   and the 300-tree forest of then), after on the working tree (batched fit, the blend
+   chosen out of fold, the lighter tree baselines). Figures from each run's report.json:
+   what ships (after: the `shipped` row) and the MLP alone. The baselines of the working
+   tree are timed alone once. With `--also-threads 2`, one more before/after pair at two
+   threads (the CLI's choice when no other job holds a core; meaningless if one does:
+   see the loads).
 3. Optional (`--nb201-device`): a fit on 1,000 measured NAS-Bench-201 cells of a device
    from ``../shared`` (another space, other features), for the figures.
 4. The latency term of the search: forward and backward of the shipped p100 predictor
@@ -42,7 +44,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -67,7 +68,7 @@ from latency.predictor.mlp import LatencyMLP  # noqa: E402
 from latency.predictor.train import encode_rows, reference_normalised, split  # noqa: E402
 from search_spaces.space import get_space  # noqa: E402
 
-BEFORE = "a2da4b9"  # the last commit with the model-by-model fit
+BEFORE = "00b5de9"  # the last commit with the model-by-model fit (main before it)
 OUT = Path(__file__).with_name("predictor_fit.json")
 NB201_CSV = ROOT.parent / "shared/data/nb201-latency/nb201_latency.csv"
 FIGURES = ("mape", "within_10", "kendall_tau")
@@ -208,13 +209,15 @@ def noise_band(before: ModuleType, data: dict[str, Any], k: int) -> dict[str, An
 
 
 # ----------------------------------------------------------------- 2. the CLI
-def before_tree(source: str, tmp: Path) -> Path:
-    """A copy of the `latency` package with the old mlp.py (see `CLI`)."""
+def before_tree(ref: str, tmp: Path) -> Path:
+    """The `latency` package as it was at `ref` (`git archive`), so that the CLI before
+    is the whole pipeline of then: the model-by-model fit, one MLP shipped, the baselines
+    of then."""
     root = tmp / "before_pkg"
-    shutil.copytree(ROOT / "latency", root / "latency",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "latency/predictor/mlp.py").write_text(source)
-    (root / "latency/predictor/batched.py").unlink(missing_ok=True)
+    root.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "latency"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
     return root
 
 
@@ -256,12 +259,16 @@ def run_cli(samples: Path, out: Path, threads: int, tree: Path | None) -> dict[s
             "load_before": start_load, "load_after": load(), "mlp_py": used,
             "chosen": [cfg["chosen_weight_decay"], cfg["chosen_huber_delta"],
                        cfg.get("chosen_encoding_l2")],
-            "heldout": {k: round(float(rep["metrics"]["mlp"][k]), 6) for k in FIGURES}}
+            # what ships: the blend where the report has one, else the MLP
+            "shipped_model": rep.get("shipped_model", {"mlp": 1.0}),
+            "heldout": {k: round(float(rep["metrics"].get("shipped", rep["metrics"]["mlp"])[k]),
+                                 6) for k in FIGURES},
+            "heldout_mlp": {k: round(float(rep["metrics"]["mlp"][k]), 6) for k in FIGURES}}
 
 
-def cli_phase(source: str, samples: Path, tmp: Path, repeats: int,
+def cli_phase(ref: str, samples: Path, tmp: Path, repeats: int,
               threads: int) -> dict[str, Any]:
-    tree = before_tree(source, tmp)
+    tree = before_tree(ref, tmp)
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     for r in range(repeats):
         for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
@@ -395,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
                                    **fit_phase(before, nb, 1, "nb201")}
         if a.cli_repeats:
             result["baselines_fit_s"] = baselines_seconds(data)
-            result["cli"] = cli_phase(source, a.samples, tmp, a.cli_repeats, a.threads)
+            result["cli"] = cli_phase(a.before, a.samples, tmp, a.cli_repeats, a.threads)
+            if a.also_threads:
+                result[f"cli_{a.also_threads}_threads"] = cli_phase(
+                    a.before, a.samples, tmp / "t", 1, a.also_threads)
     result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k].get("speedup_wall", result[k].get("speedup"))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from latency.hardware import load_profile, profile_names
 from latency.predictor.adapt import adapt_predictor
+from latency.predictor.baselines import BASELINES
 from latency.predictor.locate import (
     PREDICTOR_FILE,
     default_predictor_path,
@@ -51,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="drop samples below MS from training and evaluation (counted)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the held-out split and of the models (default 0)")
+    p.add_argument("--baselines", default="all", metavar="LIST",
+                   help="train: the scikit-learn models fitted beside the predictor for the "
+                        f"report: 'all' ({', '.join(BASELINES)}), 'none', or a comma-separated "
+                        "list; the trees take most of the time after the MLP")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(run=run)
 
@@ -78,6 +83,21 @@ def _rows(files: list[str]) -> list[dict]:
     return rows
 
 
+def parse_baselines(text: str) -> tuple[str, ...]:
+    """--baselines: 'all', 'none' or names from `BASELINES` (one-line error otherwise)."""
+    text = text.strip()
+    if text == "all":
+        return tuple(BASELINES)
+    if text == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown or not names:
+        raise InputError(f"--baselines: unknown {', '.join(unknown) or repr(text)}; known: "
+                         f"all, none, {', '.join(BASELINES)}")
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "eval":
         if not args.predictor or not args.samples:
@@ -95,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "adapt":
         return _adapt(args)
     profile = load_profile(args.hardware)
+    baselines = parse_baselines(args.baselines)
 
     files = args.samples or [str(default_samples_path(profile.name, args.space or DEFAULT_SPACE))]
     if not 0.0 < args.test_fraction < 1.0:
@@ -114,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
                                                                  for_writing=True)
     check_out(out, args.force)
     summary = train_predictor(rows, out, profile.name, ", ".join(files),
+                              baselines=baselines,
                               test_fraction=args.test_fraction, seed=args.seed,
                               train_size=args.train_size, min_latency_ms=args.min_latency,
                               log=lambda m: print(m, file=sys.stderr, flush=True))
