@@ -89,8 +89,8 @@ class SourceCache:
         if key == MIXED:
             if (key, n) not in self._repeats:
                 q = self._mix_weights(n)
-                stacked = torch.stack([self.activated(a) for a in self.names])
-                self._repeats[key, n] = _mixture(stacked, q, per_edge=False)
+                self._repeats[key, n] = _mixture([self.activated(a) for a in self.names], q,
+                                                 per_edge=False)
             return self._repeats[key, n]
         if n == 1:
             return self.activated(key)
@@ -105,8 +105,7 @@ class SourceCache:
         if key != MIXED:
             return activation(key)(h)
         q = self._mix_weights(None)
-        stacked = torch.stack([activation(a)(h) for a in self.names])
-        return _mixture(stacked, q, per_edge=True)
+        return _mixture([activation(a)(h) for a in self.names], q, per_edge=True)
 
     def _mix_weights(self, n: int | None) -> torch.Tensor:
         if self.mix is None or not self.names:
@@ -116,18 +115,34 @@ class SourceCache:
         return self.mix
 
 
-def _mixture(stacked: torch.Tensor, q: torch.Tensor, per_edge: bool) -> torch.Tensor:
-    """Activations `stacked` (K, N, channels, H, W) mixed per edge with `q` (n, K) into
-    (N, n*C, H, W), block e = sum_k q[e, k] * (activation k). With `per_edge` the
-    channels are already the n edges' blocks (an op's inner tensor); without, one tensor
-    of C channels is every edge's input."""
-    K, N, channels, H, W = stacked.shape
-    if per_edge:
-        n = q.shape[0]
-        out = torch.einsum("ek,knechw->nechw", q, stacked.view(K, N, n, channels // n, H, W))
-    else:
-        out = torch.einsum("ek,knchw->nechw", q, stacked)
-    return out.reshape(N, -1, H, W)
+def _mixture(acts: Sequence[torch.Tensor], q: torch.Tensor, per_edge: bool) -> torch.Tensor:
+    """Activations `acts` (K tensors (N, channels, H, W)) mixed per edge with `q` (n, K)
+    into (N, n*C, H, W), block e = sum_k q[e, k] * acts[k] (its block e, with `per_edge`:
+    an op's inner tensor holds the n edges' blocks side by side; without, one C-channel
+    tensor is every edge's input).
+
+    Multiply-adds on an edge-major view in the tensors' own memory layout (channels-last
+    stays channels-last, as the depthwise convolutions that read it want), so nothing is
+    stacked, permuted or copied besides the result; einsum over a stacked tensor spent
+    most of a factorised step in such copies."""
+    n = q.shape[0]
+    N, channels, H, W = acts[0].shape
+    C = channels // n if per_edge else channels
+    nhwc = acts[0].is_contiguous(memory_format=torch.channels_last) and \
+        not acts[0].is_contiguous()
+    if nhwc:  # (N, H, W, n or 1, C), weights over the edge axis
+        views = [a.permute(0, 2, 3, 1).reshape(N, H, W, n if per_edge else 1, C)
+                 for a in acts]
+        w = q.t().reshape(len(acts), 1, 1, 1, n, 1)
+    else:  # (N, n or 1, C, H, W)
+        views = [a.reshape(N, n if per_edge else 1, C, H, W) for a in acts]
+        w = q.t().reshape(len(acts), 1, n, 1, 1, 1)
+    out = views[0] * w[0]
+    for k in range(1, len(views)):
+        out = torch.addcmul(out, views[k], w[k])
+    if nhwc:
+        return out.reshape(N, H, W, n * C).permute(0, 3, 1, 2)
+    return out.reshape(N, n * C, H, W)
 
 
 def repeat_channels(x: torch.Tensor, n: int) -> torch.Tensor:
