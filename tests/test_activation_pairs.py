@@ -354,6 +354,21 @@ def test_latency_of_pairs_is_one_line(tmp_path, capsys) -> None:
                    "(sep_conv_3x3/silu)\n")
 
 
+def test_measuring_pairs_still_times_them_without_a_prediction(tmp_path, capsys) -> None:
+    """--measure times what the encoding cannot describe: the network is measured and the
+    missing prediction is said, not guessed."""
+    from latency.hardware import profiles_dir
+
+    DARTS_SPACE.save(PAIRS, tmp_path / "pairs.json")
+    code, out, err = run_cli(["latency", str(tmp_path / "pairs.json"), "--hardware", "cpu",
+                              "--measure", "--predictor",
+                              str(profiles_dir() / "p100.predictor"), "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["predicted_ms"] is None and result["measured_ms"] > 0
+    assert "activation choices" in result["prediction_note"]
+
+
 def test_retrain_on_pairs(tmp_path, capsys) -> None:
     from nas.retrain.export import load_trained
 

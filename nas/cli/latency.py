@@ -92,9 +92,18 @@ def run(args: argparse.Namespace) -> int:
     meta = None
     if path is not None:
         mlp, meta = load_for_space(path, space)
-        mean, std = mlp.predict(space.encode(arch)[None].astype(np.float32))
-        result.update({"predicted_ms": float(mean[0]), "predicted_std_ms": float(std[0]),
-                       "predictor": str(path), "caution": prediction_caution(meta)})
+        try:
+            code = space.encode(arch)
+        except InputError as exc:
+            if not args.measure:
+                raise
+            # --measure still times what the encoding cannot describe (activation pairs)
+            result["prediction_note"] = f"no prediction: {exc}"
+            meta = None
+        else:
+            mean, std = mlp.predict(code[None].astype(np.float32))
+            result.update({"predicted_ms": float(mean[0]), "predicted_std_ms": float(std[0]),
+                           "predictor": str(path), "caution": prediction_caution(meta)})
     if args.measure:
         if profile.source != "measured":
             raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "
@@ -114,6 +123,8 @@ def _print(r: dict[str, Any], as_json: bool) -> int:
     if r["predicted_ms"] is not None:
         print(f"  predicted: {r['predicted_ms']:.3f} ms +/- {r['predicted_std_ms']:.3f} "
               f"({r['label']}; predictor {r['predictor']})")
+    if r.get("prediction_note"):
+        print(f"  predicted: {r['prediction_note']}")
     if r.get("caution"):
         print(f"  caution:   {r['caution']}")
     if r.get("predicted_at_state_ms") is not None:
