@@ -239,3 +239,19 @@ def test_nb201_mixed_convolution_reads_each_edges_own_mixture() -> None:
         mix = sum(q[e, k] * SourceCache(x).activated(a) for k, a in enumerate(ACTS))
         expected = single.bn(single.conv(mix))
         torch.testing.assert_close(out[:, e], expected)
+
+
+def test_pdarts_final_derivation_names_pairs_and_limits_skips() -> None:
+    space = get_space("darts")
+    net = small_supernet()
+    with torch.no_grad():
+        net.arch["normal"][:, OPS.index("skip_connect")] += 3.0  # skips everywhere
+        net.arch[activation_key("normal")][:, ACTS.index("elu")] += 4.0
+        net.arch[activation_key("reduce")][:, ACTS.index("silu")] += 4.0
+    g, by_limit = space.derive_limiting_skips(net.arch_weights(), net.edge_ops, 2,
+                                              activations=ACTS)
+    assert sum(op == "skip_connect" for op, _ in g.normal) <= 2
+    convs = [op for op, _ in g.normal + g.reduce if op.startswith(("sep", "dil"))]
+    assert convs and all(op.endswith(("/elu", "/silu")) for op in convs)
+    assert all(op.endswith("/elu") for op, _ in g.normal if op.startswith(("sep", "dil")))
+    assert str(2) in by_limit
