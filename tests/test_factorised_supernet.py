@@ -255,3 +255,13 @@ def test_pdarts_final_derivation_names_pairs_and_limits_skips() -> None:
     assert convs and all(op.endswith(("/elu", "/silu")) for op in convs)
     assert all(op.endswith("/elu") for op, _ in g.normal if op.startswith(("sep", "dil")))
     assert str(2) in by_limit
+
+
+def test_search_summary_says_why_a_factorised_search_has_no_latency(tmp_path, capsys) -> None:
+    code, out, err = run_cli(
+        ["search", "--space", "darts", "--activations", "relu,silu", "--hardware", "p100",
+         "--epochs", "1", "--channels", "4", "--layers", "3", "--limit", "32",
+         "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    assert "does not cover activation choices yet, so no latency figures" in out
+    assert "no trained predictor" not in out

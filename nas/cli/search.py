@@ -366,6 +366,8 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
             print(f"  measured latency here: {lat['genotype_measured_latency_ms']:.3f} ms "
                   f"({lat['measured_with']})")
         if not lat:
-            print(f"  hardware: {cfg.hardware} ({profile.label} profile; no trained predictor "
-                  "yet, so no latency figures)")
+            why = ("the latency encoding does not cover activation choices yet"
+                   if cfg.activations else "no trained predictor yet")
+            print(f"  hardware: {cfg.hardware} ({profile.label} profile; {why}, so no "
+                  "latency figures)")
     print("  files: genotype.json, log.jsonl, arch_weights.jsonl, checkpoint.pt, summary.json")
