@@ -185,7 +185,13 @@ def test_search_cli_with_activations(tmp_path, capsys) -> None:
     arch = [json.loads(x) for x in (out_dir / "arch_weights.jsonl").read_text().splitlines()]
     assert activation_key("normal") in arch[-1]["weights"]
     assert len(arch[-1]["weights"][activation_key("normal")][0]) == 2
+    assert arch[-1]["edge_ops"][activation_key("normal")][0] == ["relu", "silu"]
     get_space("darts").parse(summary["genotype"])
+    # the report draws beta beside alpha
+    code, _, err = run_cli(["report", str(out_dir)], capsys)
+    assert code == 0, err
+    pictures = {p.name for p in (out_dir / "report").glob("*.png")}
+    assert {"alpha_normal.png", "beta_normal.png", "beta_reduce.png"} <= pictures
 
 
 @pytest.mark.parametrize("args, message", [

@@ -17,6 +17,7 @@ from nas.report import arch_heatmaps, cells, curves
 from nas.report.runs import ARCH_LOG, GENOTYPE, LOG, Run, load_run
 from search_spaces.errors import InputError
 from search_spaces.space import space_of
+from search_spaces.supernet import ACTIVATION_SUFFIX
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -66,6 +67,20 @@ def _cell_plan(run: Run, note: Note) -> Plan:
     return plan
 
 
+def _weights_file(key: str) -> str:
+    """alpha_<cell>.png, or beta_<cell>.png for a factorised search's activation weights
+    (logged under `supernet.activation_key(cell)`)."""
+    if key.endswith(ACTIVATION_SUFFIX):
+        return f"beta_{key.removesuffix(ACTIVATION_SUFFIX)}.png"
+    return f"alpha_{key}.png"
+
+
+def _weights_title(key: str) -> str:
+    if key.endswith(ACTIVATION_SUFFIX):
+        return f"{key.removesuffix(ACTIVATION_SUFFIX)} cell, activations (beta; rows: activations)"
+    return f"{key} cell"
+
+
 def _alpha_plan(run: Run, title: str) -> Plan:
     if not run.arch:
         return []
@@ -74,9 +89,9 @@ def _alpha_plan(run: Run, title: str) -> Plan:
         arch_heatmaps.weight_matrix(run.arch, cell)
     # cast: mypy cannot infer a lambda with default arguments from its context
     plan: Plan = [
-        (f"alpha_{cell}.png",
+        (_weights_file(cell),
          cast("Callable[[], Figure]", lambda cell=cell: arch_heatmaps.draw_alpha_over_epochs(
-             run.arch, cell, run.space, f"{cell} cell")))
+             run.arch, cell, run.space, _weights_title(cell))))
         for cell in types
     ]
     if types:
