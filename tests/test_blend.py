@@ -138,3 +138,14 @@ def test_train_ships_the_chosen_blend_and_reports_it(tmp_path) -> None:
     scored = evaluate_predictor(out, [rows[i] for i in test])
     for metric in ("mape", "within_10", "kendall_tau"):
         assert scored[metric] == pytest.approx(summary["metrics"]["shipped"][metric], rel=1e-6)
+
+
+def test_baselines_flag_parses_all_none_and_lists() -> None:
+    from latency.predictor.baselines import BASELINES
+    from nas.cli.predictor import parse_baselines
+
+    assert parse_baselines("all") == tuple(BASELINES)
+    assert parse_baselines("none") == ()
+    assert parse_baselines("ridge_onehot, random_forest") == ("ridge_onehot", "random_forest")
+    with pytest.raises(InputError, match="unknown forest"):
+        parse_baselines("ridge_onehot,forest")
