@@ -212,6 +212,7 @@ def _decays(params: Sequence[torch.Tensor], S: int, points: Sequence[Point],
     return out
 
 
+@torch.no_grad()
 def train(
     streams: Sequence[Stream],
     points: Sequence[Point],
@@ -241,31 +242,9 @@ def train(
     Returns the models' layers, stream-major (model ``s * len(points) + p``), and their
     best validation errors (S, P) (inf for a stream without validation rows).
     """
-    S, P = len(streams), len(points)
+    S, P, N = len(streams), len(points), batch_size
     if not S or not P:
         raise ValueError("nothing to train")
-    with torch.no_grad():
-        return _train(streams, points, x, target, steps=steps, lr=lr, batch_size=batch_size,
-                      eval_every=eval_every, linear_weight_decay=linear_weight_decay,
-                      penalised=penalised, eps=eps, done=done)
-
-
-def _train(
-    streams: Sequence[Stream],
-    points: Sequence[Point],
-    x: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    steps: int,
-    lr: float,
-    batch_size: int,
-    eval_every: int,
-    linear_weight_decay: float,
-    penalised: tuple[int, int],
-    eps: float,
-    done: Callable[[int], Any] | None,
-) -> tuple[list[list[Layer]], np.ndarray]:
-    S, P, N = len(streams), len(points), batch_size
     params = [t.contiguous().clone()
               for t in stack([s.init for s in streams for _ in range(P)], S)]
     grads = [torch.zeros_like(p) for p in params]
