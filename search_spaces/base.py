@@ -298,6 +298,14 @@ class SearchSpace(ABC, Generic[A]):
         return str(index)
 
 
+def as_numpy(value: Any) -> np.ndarray:
+    """Architecture weights as a numpy array, whether a (possibly grad-tracking) tensor
+    or array-like: what `derive` works on."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
 def check_dataset(space: str, dataset: str, known: Mapping[str, Any]) -> None:
     """One line naming what a space's networks are defined for."""
     if dataset not in known:

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_spaces.base import CellGraph, EdgeOps, SearchSpace, SizedNetwork, check_dataset
+from search_spaces.base import (
+    CellGraph,
+    EdgeOps,
+    SearchSpace,
+    SizedNetwork,
+    as_numpy,
+    check_dataset,
+)
 from search_spaces.derive import (
     ActivationChoice,
     derive_genotype,
@@ -50,11 +57,6 @@ NETWORK_SHAPES: dict[str, tuple[str, tuple[int, int, int], int, int, int]] = {
 #: retrain presets differ from the DARTS paper recipe (`nas.retrain.config.PRESETS`)
 #: only in `small`, which is defined there; DARTS changes nothing
 _NO_OVERRIDES: dict[str, Any] = {}
-
-
-def _numpy(weights: Mapping[str, torch.Tensor | np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-            for k, v in weights.items()}
 
 
 def _activation_choices(probs: Mapping[str, np.ndarray], activations: Sequence[str],
@@ -232,7 +234,7 @@ class DartsSpace(SearchSpace[Genotype]):
         """DARTS' genotype from per-edge op probabilities (softmax already applied); with
         `activations`, also from the activation probabilities of a factorised search
         (`derive.py`: the argmax of the joint weight p_op * q_act)."""
-        probs = _numpy(weights)
+        probs = {k: as_numpy(v) for k, v in weights.items()}
         return derive_genotype(probs, edge_ops if edge_ops is not None
                                else self.full_edge_ops(), self.steps, self.multiplier,
                                _activation_choices(probs, activations, self.cell_types))
@@ -244,7 +246,7 @@ class DartsSpace(SearchSpace[Genotype]):
         """P-DARTS' last pruning to one op per edge, then at most `max_skips`
         skip-connects in the normal cell (the reduction cell is not limited)."""
         steps = self.steps
-        probs = _numpy(weights)
+        probs = {k: as_numpy(v) for k, v in weights.items()}
         acts = _activation_choices(probs, activations, self.cell_types) or {}
         unlimited = self.num_edges
         reduce = restrict_skip_connects(probs["reduce"], edge_ops["reduce"], steps, unlimited,

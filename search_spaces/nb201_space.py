@@ -16,7 +16,14 @@ import torch
 from torch import nn
 
 from search_spaces.activations import pair_name
-from search_spaces.base import CellGraph, EdgeOps, SearchSpace, SizedNetwork, check_dataset
+from search_spaces.base import (
+    CellGraph,
+    EdgeOps,
+    SearchSpace,
+    SizedNetwork,
+    as_numpy,
+    check_dataset,
+)
 from search_spaces.errors import GenotypeError, InputError
 from search_spaces.nb201 import (
     BENCHMARK_CELLS_PER_STAGE,
@@ -206,14 +213,11 @@ class Nb201Space(SearchSpace[Nb201Arch]):
                 raise InputError(f"NB201 weights have keys {sorted(expected)}, got "
                                  f"{sorted(weights)}")
             if activations:
-                q = np.asarray(weights[act_key].detach().cpu().numpy()
-                               if isinstance(weights[act_key], torch.Tensor)
-                               else weights[act_key])
+                q = as_numpy(weights[act_key])
             weights = weights["normal"]
         elif activations:
             raise InputError("NB201 derivation with activations needs the weights by key")
-        w = weights.detach().cpu().numpy() if isinstance(weights, torch.Tensor) else weights
-        w = np.asarray(w)
+        w = as_numpy(weights)
         names = (list(edge_ops["normal"]) if edge_ops is not None
                  else [NB201_OPS] * NUM_EDGES)
         width = len(names[0]) if len(names) == NUM_EDGES else -1

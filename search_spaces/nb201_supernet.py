@@ -27,7 +27,6 @@ from typing import cast
 import torch
 from torch import nn
 
-from search_spaces.activations import activation
 from search_spaces.nb201 import (
     NB201_EDGES,
     NB201_NAMESPACE,
@@ -41,7 +40,12 @@ from search_spaces.nb201 import (
 )
 from search_spaces.op_spec import op_spec
 from search_spaces.ops import ReLUConvBN, check_op_names
-from search_spaces.supernet import ArchParameters, SourceEdges, activation_key
+from search_spaces.supernet import (
+    ArchParameters,
+    SourceEdges,
+    activation_key,
+    checked_activations,
+)
 from search_spaces.supernet_ops import BatchedReLUConvBN
 
 EdgeOps = Sequence[Sequence[str]]
@@ -124,11 +128,7 @@ class Nb201SuperNet(ArchParameters, nn.Module):
     ) -> None:
         """`activations`: a factorised search (`SuperNet` says how)."""
         super().__init__()
-        for name in activations:
-            activation(name)
-        if len(set(activations)) != len(activations):
-            raise ValueError(f"activations repeat a name: {list(activations)}")
-        self.activations = tuple(activations)
+        self.activations = checked_activations(activations)
         self.edge_ops = {"normal": check_edge_ops(edge_ops)}
         self.C, self.N, self.num_classes, self.in_channels = C, N, num_classes, in_channels
         self.stem = nn.Sequential(

@@ -39,6 +39,16 @@ EdgeOps = Sequence[Sequence[str]]
 ACTIVATION_SUFFIX = "_act"
 
 
+def checked_activations(activations: Sequence[str]) -> tuple[str, ...]:
+    """The activations of a factorised supernet, each registered and named once (an
+    unknown name is a one-line error; a repeated one would get two columns of beta)."""
+    for name in activations:
+        activation(name)
+    if len(set(activations)) != len(activations):
+        raise ValueError(f"activations repeat a name: {list(activations)}")
+    return tuple(activations)
+
+
 def activation_key(cell_type: str) -> str:
     """Where the activation parameters (beta) of `cell_type` live in `arch` and in
     `arch_weights()`: beside the op parameters (alpha), so every optimiser, log and
@@ -232,11 +242,7 @@ class SuperNet(ArchParameters, nn.Module):
         second choice per edge (beta, one row per edge and cell type), factorised from
         the op choice (docs/methods.md, factorised operator sets); empty: plain DARTS."""
         super().__init__()
-        for name in activations:
-            activation(name)  # an unknown name is a one-line error
-        if len(set(activations)) != len(activations):
-            raise ValueError(f"activations repeat a name: {list(activations)}")
-        self.activations = tuple(activations)
+        self.activations = checked_activations(activations)
         n_edges = len(cell_edges(steps))
         for cell_type in ("normal", "reduce"):
             ops = edge_ops[cell_type]
@@ -299,4 +305,4 @@ class SuperNet(ArchParameters, nn.Module):
 
 
 __all__ = ["ACTIVATION_SUFFIX", "SuperNet", "SearchCell", "SourceEdges", "EdgeBatchOp",
-           "activation_key", "cell_edges"]
+           "activation_key", "cell_edges", "checked_activations"]

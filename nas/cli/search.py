@@ -29,7 +29,7 @@ from nas.search.config import (
 from nas.search.driver import Search, SearchResult, load_search_data
 from nas.search.strategy import STRATEGIES, get_strategy
 from nas.threads import threads_now
-from search_spaces.activations import ACTIVATIONS, activation
+from search_spaces.activations import ACTIVATIONS
 from search_spaces.errors import InputError
 from search_spaces.space import DEFAULT_SPACE, get_space, space_names
 
@@ -105,8 +105,9 @@ RESUME_FLAGS = {
 
 
 def parse_activations(text: str | None) -> tuple[str, ...] | None:
-    """--activations: 'all', or comma-separated registered names (one-line error for an
-    unknown one); None when not given."""
+    """--activations: 'all', or comma-separated names; None when not given. The names are
+    checked with the rest of the config (`validate_config`), which a resumed run's saved
+    config also goes through."""
     if text is None:
         return None
     if text.strip() == "all":
@@ -114,8 +115,6 @@ def parse_activations(text: str | None) -> tuple[str, ...] | None:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
         raise InputError("--activations needs 'all' or a comma-separated list of names")
-    for name in names:
-        activation(name)
     return names
 
 
