@@ -230,8 +230,8 @@ def test_chunk_size_respects_budget(n: int, c_in: int, c_out: int, k: int, group
     assert c == positions or (c + 1) * per > budget
 
 
-def test_chunks_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a budget of 3 positions, cdist is called on chunks of at most 3 positions."""
+def cdist_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the rows (N * positions) of every torch.cdist call: the chunk sizes."""
     calls: list[int] = []
     real = torch.cdist
 
@@ -240,6 +240,12 @@ def test_chunks_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(a, b, p=p)
 
     monkeypatch.setattr(torch, "cdist", spy)
+    return calls
+
+
+def test_chunks_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a budget of 3 positions, cdist is called on chunks of at most 3 positions."""
+    calls = cdist_rows(monkeypatch)
     per = bytes_per_position(2, 3, 5, 9, 1, 8)
     m, x = make(3, 5, 1, 1, 1, 1, budget=3 * per + 1)
     m(x)
@@ -251,14 +257,7 @@ def test_auto_budget_default(monkeypatch: pytest.MonkeyPatch) -> None:
     never an error (one position per chunk at least), same results as one chunk."""
     assert AdderConv2d(3, 5, 3).memory_budget_bytes is None
     assert auto_budget(2, 3, 42, 5, 42, 8) == 2 * 5 * 42 * 8
-    calls: list[int] = []
-    real = torch.cdist
-
-    def spy(a: torch.Tensor, b: torch.Tensor, p: float = 2.0) -> torch.Tensor:
-        calls.append(a.shape[1])
-        return real(a, b, p=p)
-
-    monkeypatch.setattr(torch, "cdist", spy)
+    calls = cdist_rows(monkeypatch)
     m, x = make(3, 5, 1, 1, 1, 1, eta=None, budget=2**40)
     x.requires_grad_()
     auto = AdderConv2d(3, 5, 3, padding=1, eta=None).to(DT)

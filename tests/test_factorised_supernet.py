@@ -25,6 +25,16 @@ def run_cli(args, capsys):
     return code, out, err
 
 
+def tiny_search(capsys, out_dir, space: str, activations: str, layers: int) -> dict:
+    """A one-epoch `nas search --activations` on 64 digits images; its JSON summary."""
+    code, out, err = run_cli(
+        ["search", "--space", space, "--activations", activations, "--epochs", "1",
+         "--channels", "4", "--layers", str(layers), "--limit", "64", "--out", str(out_dir),
+         "--json"], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
 def small_supernet(activations=ACTS, seed: int = 0) -> SuperNet:
     torch.manual_seed(seed)
     edges = len(cell_edges(4))
@@ -174,12 +184,7 @@ def test_space_derives_pairs_and_reads_them_back() -> None:
 
 def test_search_cli_with_activations(tmp_path, capsys) -> None:
     out_dir = tmp_path / "r"
-    code, out, err = run_cli(
-        ["search", "--space", "darts", "--activations", "relu,silu", "--epochs", "1",
-         "--channels", "4", "--layers", "3", "--limit", "64", "--out", str(out_dir),
-         "--json"], capsys)
-    assert code == 0, err
-    summary = json.loads(out)
+    summary = tiny_search(capsys, out_dir, "darts", "relu,silu", layers=3)
     config = json.loads((out_dir / "config.json").read_text())
     assert config["search"]["activations"] == ["relu", "silu"]
     arch = [json.loads(x) for x in (out_dir / "arch_weights.jsonl").read_text().splitlines()]
@@ -213,12 +218,7 @@ def test_search_cli_refuses_bad_activation_settings(tmp_path, capsys, args, mess
 
 def test_nb201_search_cli_with_activations(tmp_path, capsys) -> None:
     out_dir = tmp_path / "n"
-    code, out, err = run_cli(
-        ["search", "--space", "nb201", "--activations", "all", "--epochs", "1",
-         "--channels", "4", "--layers", "1", "--limit", "64", "--out", str(out_dir),
-         "--json"], capsys)
-    assert code == 0, err
-    summary = json.loads(out)
+    summary = tiny_search(capsys, out_dir, "nb201", "all", layers=1)
     arch = get_space("nb201").parse(summary["genotype"])
     assert arch is not None
     weights = [json.loads(x) for x in
