@@ -65,31 +65,18 @@ def build(mode: str, C: int, layers: int):  # type: ignore[no-untyped-def]
 
 def child(mode: str, C: int, layers: int, batch: int, warmup: int, timed: int) -> dict:
     import torch
-    import torch.nn.functional as F
+    from bench_search_step import search_step
 
     sys.path.insert(0, str(ROOT))
-    from nas.search.architect import Architect
-
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    cl = torch.channels_last
-    net = build(mode, C, layers).to(memory_format=cl)
-    opt = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
-    arch = Architect(net, 3e-4, (0.5, 0.999), 1e-3, 0.9, 3e-4, second_order=False)
-    x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=cl)
-    y = torch.randint(0, 10, (batch,))
-    xv = torch.randn(batch, 3, 32, 32).contiguous(memory_format=cl)
-    yv = torch.randint(0, 10, (batch,))
+    net = build(mode, C, layers).to(memory_format=torch.channels_last)
+    arch_step, weight_step = search_step(net, batch)
     base = rss_mib()
 
     def iteration() -> None:
-        arch.step(x, y, xv, yv, 0.025, opt)
-        opt.zero_grad(set_to_none=True)
-        w = {k: v.detach() for k, v in net.arch_weights().items()}
-        loss = F.cross_entropy(net(x, w), y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
-        opt.step()
+        arch_step()
+        weight_step()
 
     for _ in range(warmup):
         iteration()
