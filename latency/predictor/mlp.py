@@ -361,9 +361,7 @@ class LatencyMLP(nn.Module):
         target = (yt / self.scale_ms).float()
         streams = []
         for f in range(folds):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.seed * 1000 + 500 + f)
-                member = Member(x.shape[1], cfg.hidden, cfg.depth)
+            member = self._seeded_member(cfg.seed * 1000 + 500 + f, x.shape[1])
             streams.append(batched.Stream(
                 [(w.detach(), b.detach()) for w, b in member.layers()],
                 torch.nonzero(fold_t != f).view(-1), torch.empty(0, dtype=torch.long),
@@ -413,14 +411,20 @@ class LatencyMLP(nn.Module):
                 lin_b += add_b
         self._stack_cache = None
 
+    def _seeded_member(self, seed: int, num_features: int) -> Member:
+        """A fresh member initialised from `seed` alone (the global generator is left as
+        it was), so each model's start is fixed by its own seed."""
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return Member(num_features, cfg.hidden, cfg.depth)
+
     def _stream(self, k: int, x: torch.Tensor, hold_out: bool) -> batched.Stream:
         """What seed k fixes, exactly as `_train_member(k, ...)` draws it: the split, the
         initial weights and the batch order's seed."""
         cfg = self.config
         train_idx, val_idx = self._split(k, len(x), hold_out)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed * 1000 + k)
-            member = Member(x.shape[1], cfg.hidden, cfg.depth)
+        member = self._seeded_member(cfg.seed * 1000 + k, x.shape[1])
         init = [(w.detach(), b.detach()) for w, b in member.layers()]
         return batched.Stream(init, train_idx, val_idx, cfg.seed * 1000 + k + 1)
 
@@ -490,9 +494,7 @@ class LatencyMLP(nn.Module):
         (up to rounding): this is the reference the batched fit is tested against."""
         cfg = self.config
         train_idx, val_idx = self._split(k, len(target), hold_out)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed * 1000 + k)
-            member = Member(x.shape[1], cfg.hidden, cfg.depth)
+        member = self._seeded_member(cfg.seed * 1000 + k, x.shape[1])
         opt = torch.optim.AdamW(
             [
                 {"params": member.linear.parameters(), "weight_decay": cfg.linear_weight_decay},
