@@ -139,6 +139,10 @@ Flag = Annotated[bool, Field(strict=True), _expect("true or false")]
 Shape = Annotated[list[Annotated[int, Field(strict=True, gt=0)]],
                   Field(min_length=1, max_length=4),
                   _expect("a list of 1-4 positive integers (one sample's shape)")]
+#: the activations a runtime fuses into the producing kernel (aten names: relu, silu, ...)
+ActivationNames = Annotated[list[Annotated[str, StringConstraints(strict=True,
+                                                                  pattern=r"^[a-z0-9_]+$")]],
+                            _expect("a list of activation names (relu, silu, ...)")]
 SpecNames = Annotated[list[str], _expect("a list of spec names"),
                       _spec_names(exclude=("sources", "estimates"))]
 SpecSources = Annotated[dict[str, Text],
@@ -185,6 +189,7 @@ class Specs(TypedDict, total=False):
     eff_memory: Positive  # may exceed 1: cache-resident data
     fold_batchnorm: Flag
     fuse_activation: Flag
+    fused_activations: ActivationNames
     cores: PositiveInt
     frequency_ghz: Positive
     flops_per_cycle: Positive

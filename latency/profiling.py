@@ -1,5 +1,6 @@
 """Profiling a device: sample architectures, build their deployed networks, time or simulate
-them, append one row each.
+them, append one row each. Every row also carries `energy_mj`, the modelled arithmetic
+energy per image of the network it timed (`latency.energy`; a model, not a measurement).
 
 Sample k of a run is a pure function of (seed, k): resuming skips the ids already in the
 file, and shards (`--shard I/N`) take every N-th id of the same sequence, so several
@@ -162,11 +163,21 @@ def profile_hardware(
     return summary
 
 
-def _simulate(genotype: Any, profile: HardwareProfile) -> tuple[float, dict[str, Any]]:
-    from latency.simulate import simulate_genotype
+def _energy_mj(model: Any, shape: Any, profile: HardwareProfile) -> float:
+    """The modelled arithmetic energy (mJ per image) of a deployed network already built
+    for timing or simulation (`latency.energy`: a model, not a measurement)."""
+    from latency.energy import network_energy
 
-    sim = simulate_genotype(genotype, profile)
-    return sim.ms, {"spread": 0.0, "noisy": False}
+    return network_energy(model, shape, profile.precision).mj
+
+
+def _simulate(genotype: Any, profile: HardwareProfile) -> tuple[float, dict[str, Any]]:
+    from latency.simulate import simulate_latency
+
+    model, shape = _deployed(genotype, profile)  # as `simulate_genotype`, built once
+    sim = simulate_latency(model, shape, profile)
+    return sim.ms, {"spread": 0.0, "noisy": False,
+                    "energy_mj": _energy_mj(model, shape, profile)}
 
 
 def profile_runner(profile: HardwareProfile, model: Any, shape: Any,
@@ -219,15 +230,17 @@ def _measurer(profile: HardwareProfile, timing: Any, reference: Any
     fp = fingerprint()
 
     def measure(genotypes: list[Any]) -> list[tuple[float, dict[str, Any]]]:
-        runners = []
+        runners, energies = [], []
         for g in genotypes:
             model, shape = _deployed(g, profile)
+            energies.append(_energy_mj(model, shape, profile))  # before a runner converts it
             runners.append(profile_runner(profile, model, shape))
         *measured, ref = measure_many([*runners, reference], config=timing)
         out = []
-        for m in measured:
+        for m, energy in zip(measured, energies, strict=True):
             out.append((m.median_ms, {"spread": m.spread, "noisy": m.noisy, "repeats": m.runs,
-                                      "reference_ms": ref.median_ms, "fingerprint": fp}))
+                                      "reference_ms": ref.median_ms, "fingerprint": fp,
+                                      "energy_mj": energy}))
         return out
 
     return measure

@@ -47,6 +47,8 @@ from torch.nn import functional as F
 from torch.nn.grad import conv2d_weight
 from torch.nn.modules.utils import _pair
 
+from search_spaces.layer_spec import in_counting_pass
+
 __all__ = ["AdderConv2d", "AdderConv2dFunction", "chunk_size", "bytes_per_position",
            "auto_budget", "DEFAULT_MEMORY_BUDGET_BYTES", "DEFAULT_ETA"]
 
@@ -216,6 +218,9 @@ class AdderConv2d(nn.Module):
     ``groups`` divides both channel counts, as in
     ``nn.Conv2d`` (``groups=in_channels`` is depthwise)."""
 
+    #: ONNX has no operator for -sum |x - w| (`nas retrain` says so instead of exporting)
+    onnx_exportable = False
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1,
@@ -253,6 +258,12 @@ class AdderConv2d(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (N, {self.in_channels}, H, W) input, got "
                              f"{tuple(x.shape)}")
+        if in_counting_pass():  # only the shape is wanted (`layer_spec.counting_pass`)
+            h, w = x.shape[-2:]
+            sizes = [_out_size(n, k, s, p, d) for n, k, s, p, d in zip(
+                (h, w), self.kernel_size, self.stride, self.padding, self.dilation,
+                strict=True)]
+            return x.new_zeros(x.shape[0], self.out_channels, *sizes)
         out: torch.Tensor = AdderConv2dFunction.apply(
             x, self.weight, self.stride, self.padding, self.dilation, self.groups, self.eta,
             self.memory_budget_bytes)

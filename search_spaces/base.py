@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -116,6 +116,21 @@ class SearchSpace(ABC, Generic[A]):
     #: whether its supernet and derivation take `activations` (a factorised search of
     #: operations x activations, `nas search --activations`)
     searches_activations: bool = False
+    #: whether it can search another named op set (`nas search --ops`, `op_set_space`),
+    #: and the set expression a variant was made with ("" = the space's own ops)
+    searches_op_sets: bool = False
+    op_set: str = ""
+
+    @property
+    def accepted_ops(self) -> tuple[str, ...]:
+        """The op names an architecture of this space may use: its op set, and for a
+        space that searches op sets, the ops of every registered set (a genotype found
+        with `--ops darts+adder` is read, built and retrained by the plain space)."""
+        if not self.searches_op_sets or self.op_set:
+            return tuple(self.op_names)
+        from search_spaces.op_sets import all_set_ops
+
+        return tuple(dict.fromkeys([*self.op_names, *all_set_ops()]))
 
     # -- architectures ---------------------------------------------------------------
 
@@ -210,6 +225,13 @@ class SearchSpace(ABC, Generic[A]):
         return {"dataset": "cifar10", "input": [3, 32, 32], "layers": 20, "channels": 36,
                 "num_classes": 10}
 
+    def cell_inputs(self, profile: HardwareProfile
+                    ) -> list[tuple[str, int, int, int, bool]]:
+        """(cell type, channels, height, width, reduction) of the tensors every cell of
+        `profile`'s deployed network feeds its edges, in network order: what the energy
+        model (`latency.energy_model`) costs each edge's op at."""
+        raise InputError(f"the {self.name} space does not report its cells' input shapes")
+
     @abstractmethod
     def describe_deployed(self, profile: HardwareProfile) -> str:
         """Says in words which network `deployed_network` builds for `profile`."""
@@ -255,6 +277,13 @@ class SearchSpace(ABC, Generic[A]):
     # -- encoding (profiling, the predictor and the latency loss) ----------------------
 
     @property
+    def encoding_ops(self) -> tuple[str, ...]:
+        """The names of one edge's one-hot columns: the op set, or for an activation
+        variant (`activation_encoding`) the (op, activation) pairs. Predictor artifacts
+        store these, so a predictor is refused by an encoding it was not trained on."""
+        return tuple(self.op_names)
+
+    @property
     def encoding_size(self) -> int:
         return len(self.cell_types) * self.num_edges * len(self.op_names)
 
@@ -277,6 +306,17 @@ class SearchSpace(ABC, Generic[A]):
                        edge_ops: EdgeOps | None = None) -> torch.Tensor:
         """The same encoding from soft architecture weights, differentiably; equals
         `encode` on one-hot weights."""
+
+    def encoding_rows(self, arch: A) -> dict[str, list[str]]:
+        """Per cell type, the op name (pairs as they are) each one-hot row of the
+        encoding holds, `none` where the architecture has no edge: what the
+        activation-aware encoding reads a discrete architecture from."""
+        raise InputError(f"the {self.name} space has no activation-aware encoding")
+
+    def rename_ops(self, arch: A, rename: Callable[[str], str]) -> A:
+        """`arch` with every edge's op name passed through `rename` (e.g. to give a
+        convolution another activation); nothing else changes."""
+        raise InputError(f"the {self.name} space cannot rename the ops of an architecture")
 
     @abstractmethod
     def sample(self, rng: np.random.Generator, heavy_share: float | None = None) -> A:

@@ -31,6 +31,7 @@ from search_spaces.layer_spec import (
     CallCounter,
     LayerSpec,
     check_module_types,
+    counting_pass,
     find_layer_spec,
     register_layer,
     update_layer,
@@ -172,7 +173,7 @@ def _visit_owned_calls(
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), counting_pass():
             model(_example_input(model, shape))
     finally:
         for h in handles:

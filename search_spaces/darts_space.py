@@ -8,7 +8,7 @@ DARTS reference layer for layer (docs/methods.md#darts).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -124,6 +124,7 @@ class DartsSpace(SearchSpace[Genotype]):
     supports_auxiliary = True
     supports_drop_path = True
     searches_activations = True
+    searches_op_sets = True
     steps = 4
     multiplier = 4
     num_edges = len(cell_edges(steps))
@@ -148,7 +149,7 @@ class DartsSpace(SearchSpace[Genotype]):
             genotype = parse_darts_literal(stored, source=source)
         else:
             genotype = Genotype.from_dict(stored, source=source)
-        genotype.validate(self.op_names, source=source, namespace=self.op_namespace)
+        genotype.validate(self.accepted_ops, source=source, namespace=self.op_namespace)
         return genotype.canonical()
 
     def to_json(self, arch: Genotype) -> dict[str, list]:
@@ -180,7 +181,7 @@ class DartsSpace(SearchSpace[Genotype]):
         auxiliary = options.pop("auxiliary", True)
         if options:
             raise TypeError(f"unknown network options {sorted(options)}")
-        arch.validate(self.op_names, namespace=self.op_namespace)
+        arch.validate(self.accepted_ops, namespace=self.op_namespace)
         if layout not in NETWORK_BUILDERS:
             raise InputError(
                 f"unknown network layout {layout!r}; known: {', '.join(NETWORK_BUILDERS)}"
@@ -213,6 +214,34 @@ class DartsSpace(SearchSpace[Genotype]):
                                    shape[0], layout=net.get("layout", "cifar"),
                                    auxiliary=False)
         return model.eval(), shape
+
+    def cell_inputs(self, profile: HardwareProfile
+                    ) -> list[tuple[str, int, int, int, bool]]:
+        """Read off the deployed network of DARTS_V2 (the shapes do not depend on the
+        genotype): each cell's edges read its preprocessed inputs, C channels at the
+        size of the previous cell's output."""
+        from search_spaces.genotype_library import DARTS_V2
+        from search_spaces.networks import Cell
+
+        model, shape = self.deployed_network(DARTS_V2, profile)
+        found: list[tuple[str, int, int, int, bool]] = []
+
+        def hook(cell: Cell) -> Any:
+            def record(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+                _, C, H, W = output.shape
+                found.append(("reduce" if cell.reduction else "normal", int(C), int(H),
+                              int(W), bool(cell.reduction)))
+            return record
+
+        handles = [m.preprocess1.register_forward_hook(hook(m))
+                   for m in model.modules() if isinstance(m, Cell)]
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, *shape))
+        finally:
+            for h in handles:
+                h.remove()
+        return found
 
     def describe_deployed(self, profile: HardwareProfile) -> str:
         net = profile.network
@@ -278,6 +307,25 @@ class DartsSpace(SearchSpace[Genotype]):
     def encode_weights(self, weights: Mapping[str, torch.Tensor],
                        edge_ops: EdgeOps | None = None) -> torch.Tensor:
         return encode_weights(dict(weights), self.op_names, edge_ops)
+
+    def encoding_rows(self, arch: Genotype) -> dict[str, list[str]]:
+        arch.validate(self.accepted_ops, namespace=self.op_namespace)
+        index = edge_index(self.steps)
+        rows: dict[str, list[str]] = {}
+        for cell, edges in (("normal", arch.normal), ("reduce", arch.reduce)):
+            names = ["none"] * len(index)
+            for k, (name, i) in enumerate(edges):
+                j = k // 2 + 2
+                if (i, j) not in index:
+                    raise GenotypeError(f"edge from node {i} into node {j} is not in the "
+                                        "space")
+                names[index[(i, j)]] = name
+            rows[cell] = names
+        return rows
+
+    def rename_ops(self, arch: Genotype, rename: Callable[[str], str]) -> Genotype:
+        return Genotype(tuple((rename(op), i) for op, i in arch.normal), arch.normal_concat,
+                        tuple((rename(op), i) for op, i in arch.reduce), arch.reduce_concat)
 
     def encoding_edge_groups(self) -> tuple[tuple[int, ...], ...]:
         """Every edge of a normal cell; the edges of a reduction cell from the two cell

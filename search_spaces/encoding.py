@@ -26,12 +26,14 @@ ZERO = "none"
 
 def encodable_name(name: str) -> str:
     """The op column `name` is encoded in: its own, or its base op's for a pair naming
-    the default activation ("sep_conv_3x3/relu" is "sep_conv_3x3"). The encodings have
-    no column for another activation yet, so such a pair is a one-line InputError."""
+    the default activation ("sep_conv_3x3/relu" is "sep_conv_3x3"). The plain encodings
+    have no column for another activation (`activation_encoding` has), so such a pair is
+    a one-line InputError."""
     base, act = split_pair(name)
     if act is None or act == DEFAULT_ACTIVATION:
         return base
-    raise InputError(f"latency encoding does not cover activation choices yet ({name})")
+    raise InputError(f"the plain latency encoding has no column for {name}; the "
+                     "activation-aware one has (space darts-act / nb201-act)")
 
 
 def edge_index(steps: int) -> dict[tuple[int, int], int]:

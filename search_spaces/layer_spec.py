@@ -15,13 +15,37 @@ a subclass of `nn.Conv2d` is a convolution unless it registers a spec of its own
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+
+#: Set while a pass runs only to count or trace layers (`counting_pass`).
+_COUNTING: contextvars.ContextVar[bool] = contextvars.ContextVar("counting", default=False)
+
+
+@contextmanager
+def counting_pass() -> Iterator[None]:
+    """Marks a forward pass whose outputs only need their shapes (counting MACs, tracing
+    kernels): a layer whose emulation is slow (an adder layer runs its arithmetic as
+    tensor ops, about 30 s for a deployed DARTS network on a CPU) may then return zeros of
+    the right shape (`in_counting_pass`). Its counts come from its `LayerSpec`, which
+    reads shapes only, and the passes feed zeros anyway."""
+    token = _COUNTING.set(True)
+    try:
+        yield
+    finally:
+        _COUNTING.reset(token)
+
+
+def in_counting_pass() -> bool:
+    return _COUNTING.get()
+
 
 #: (module, forward inputs tuple, forward output) -> a count for that one call.
 CallCounter = Callable[[nn.Module, tuple[Any, ...], Any], int]

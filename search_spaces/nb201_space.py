@@ -8,7 +8,7 @@ and encoding themselves are in `search_spaces.nb201`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -248,6 +248,12 @@ class Nb201Space(SearchSpace[Nb201Arch]):
     def encode_weights(self, weights: torch.Tensor | Mapping[str, torch.Tensor],
                        edge_ops: EdgeOps | None = None) -> torch.Tensor:
         return encode_weights(weights, edge_ops)
+
+    def encoding_rows(self, arch: Nb201Arch) -> dict[str, list[str]]:
+        return {"normal": list(self.parse(arch).ops)}
+
+    def rename_ops(self, arch: Nb201Arch, rename: Callable[[str], str]) -> Nb201Arch:
+        return Nb201Arch(tuple(rename(op) for op in arch.ops))
 
     def sample(self, rng: np.random.Generator, heavy_share: float | None = None
                ) -> Nb201Arch:

@@ -54,6 +54,14 @@ def op_set_names() -> list[str]:
     return list(_OP_SETS)
 
 
+def all_set_ops() -> tuple[str, ...]:
+    """Every op of every registered set, in order of first appearance."""
+    ops: dict[str, None] = {}
+    for members in _OP_SETS.values():
+        ops.update(dict.fromkeys(members))
+    return tuple(ops)
+
+
 def resolve_op_sets(expr: str) -> tuple[str, ...]:
     """The ops of the sets named in `expr` (names joined by ``+``, e.g. "darts+adder"):
     their union in order of first appearance. An unknown, empty or repeated set name is
@@ -98,6 +106,7 @@ register_op_set("adder", ADDER_SET)
 __all__ = [
     "ADDER_SET",
     "SET_SEPARATOR",
+    "all_set_ops",
     "op_set_names",
     "register_op_set",
     "resolve_op_sets",

@@ -44,10 +44,27 @@ def space_names() -> list[str]:
     return list(SPACES)
 
 
+def encoding_space_names() -> list[str]:
+    """Every name a profile's samples and predictors can be kept under: the registered
+    spaces and the activation variants of those that search activations ("darts-act")."""
+    from search_spaces.activation_encoding import VARIANT_SUFFIX
+
+    return [*SPACES, *(n + VARIANT_SUFFIX for n, s in SPACES.items()
+                       if s.searches_activations)]
+
+
 def get_space(name: str) -> SearchSpace[Any]:
-    if name not in SPACES:
+    """A registered space, or a variant of one: over another op set ("darts.adder",
+    `op_set_space`) and/or with the activation-aware encoding ("darts-act",
+    `activation_encoding`), the names profiles and predictors of such searches use."""
+    if name in SPACES:
+        return SPACES[name]
+    from search_spaces.op_set_space import variant_of
+
+    variant = variant_of(name, SPACES)
+    if variant is None:
         raise InputError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")
-    return SPACES[name]
+    return variant
 
 
 def space_of(arch: object) -> SearchSpace[Any]:

@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.activations import activation
-from search_spaces.errors import UnknownOperationError
 from search_spaces.op_spec import SHARED, op_spec
 from search_spaces.ops import FactorizedReduce, ReLUConvBN, check_op_names
 from search_spaces.supernet_ops import (
     MIXED,
     EdgeBatchOp,
+    PerEdge,
     SharedIdentity,
     SourceCache,
     build_edge_batch,
@@ -102,9 +102,8 @@ class SourceEdges(nn.Module):
         spec = op_spec(name, namespace)
         if not self.activations or not spec.takes_activation:
             return build_edge_batch(name, C, stride, n, namespace)
-        if spec.batched_activated is None:
-            raise UnknownOperationError(
-                f"operation {name!r} has no supernet form that mixes activations")
+        if spec.batched_activated is None:  # one module per edge, each mixing its own q
+            return PerEdge(name, C, stride, n, namespace, mixed_activations=self.activations)
         return spec.batched_activated(C, stride, n, MIXED)
 
     def forward(self, x: torch.Tensor, weights_flat: torch.Tensor,

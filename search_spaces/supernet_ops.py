@@ -202,23 +202,66 @@ def build_edge_batch(name: str, C: int, stride: int, n: int,
     return PerEdge(name, C, stride, n, namespace)
 
 
+class EdgeMixture(nn.Module):
+    """The activation slot of a per-edge module in a factorised supernet: sum_k q_k a_k(x)
+    with the q of the edge the module serves, set by `PerEdge` before each call."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.q: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.q is None:
+            raise ValueError("an EdgeMixture needs its edge's activation weights")
+        out = self.q[0] * activation(self.names[0])(x)
+        for k in range(1, len(self.names)):
+            out = out + self.q[k] * activation(self.names[k])(x)
+        return out
+
+
 class PerEdge(EdgeBatchOp):
-    """Fallback: one discrete module per edge, outputs stacked."""
+    """Fallback: one discrete module per edge, outputs stacked.
+
+    With `mixed_activations` (a factorised supernet, for an op that has no batched form
+    mixing activations, such as the adder convolutions) every ReLU of each edge's module
+    is an `EdgeMixture` reading that edge's q: the same mixture the batched ops use, but
+    the input's K activations are computed per edge rather than once per node (cheap
+    beside the ops that need this fallback)."""
 
     def __init__(self, name: str, C: int, stride: int, n: int,
-                 namespace: str = SHARED) -> None:
+                 namespace: str = SHARED, mixed_activations: Sequence[str] = ()) -> None:
         super().__init__(n)
         spec = op_spec(name, namespace)
+        self.mixed = tuple(mixed_activations)
         ops = []
         for _ in range(n):
             op = spec.build(C, stride, False)
+            if self.mixed:
+                op = _with_edge_mixtures(op, self.mixed)
             if spec.supernet_bn:
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             ops.append(op)
         self.ops = nn.ModuleList(ops)
 
     def forward(self, cache: SourceCache) -> torch.Tensor:
+        if self.mixed:
+            q = cache._mix_weights(self.n)
+            for e, op in enumerate(self.ops):
+                for m in op.modules():
+                    if isinstance(m, EdgeMixture):
+                        m.q = q[e]
         return torch.stack([op(cache.x) for op in self.ops], dim=1)
+
+
+def _with_edge_mixtures(module: nn.Module, names: Sequence[str]) -> nn.Module:
+    """`module` with each of its ReLU modules (the activation a plain op is built with)
+    replaced by an `EdgeMixture` over `names`."""
+    if isinstance(module, nn.ReLU):
+        return EdgeMixture(names)
+    for child_name, child in module.named_children():
+        setattr(module, child_name, _with_edge_mixtures(child, names))
+    return module
 
 
 class SharedPool(EdgeBatchOp):

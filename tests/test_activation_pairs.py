@@ -279,9 +279,10 @@ def test_nb201_arch_strings_with_pairs() -> None:
 def test_encodings_refuse_activation_pairs_and_keep_plain_ones() -> None:
     with pytest.raises(InputError) as exc:
         DARTS_SPACE.encode(PAIRS)
-    assert str(exc.value) == ("latency encoding does not cover activation choices yet "
-                              "(sep_conv_3x3/silu)")
-    with pytest.raises(InputError, match=r"activation choices yet \(nor_conv_3x3/silu\)"):
+    assert str(exc.value) == ("the plain latency encoding has no column for "
+                              "sep_conv_3x3/silu; the activation-aware one has (space "
+                              "darts-act / nb201-act)")
+    with pytest.raises(InputError, match=r"no column for nor_conv_3x3/silu"):
         NB201_SPACE.encode(NB201_SPACE.parse(NB201_PAIRS))
     spelled = Genotype(normal=(("sep_conv_3x3/relu", 0),) + PLAIN.normal[1:],
                        normal_concat=PLAIN.normal_concat, reduce=PLAIN.reduce,
@@ -345,28 +346,41 @@ def test_nas_info_on_pairs_matches_relu(tmp_path, capsys) -> None:
     assert json.loads(out)["macs"] == json.loads(plain_out)["macs"]
 
 
-def test_latency_of_pairs_is_one_line(tmp_path, capsys) -> None:
+def test_latency_of_pairs_reads_the_activation_aware_predictor(tmp_path, capsys) -> None:
+    """A genotype with pairs is predicted by the profile's darts-act predictor; a profile
+    without one says, in one line, how to make it."""
     DARTS_SPACE.save(PAIRS, tmp_path / "pairs.json")
-    code, out, err = run_cli(["latency", str(tmp_path / "pairs.json"), "--hardware", "p100"],
+    code, out, err = run_cli(["latency", str(tmp_path / "pairs.json"), "--hardware", "p100",
+                              "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["space"] == "darts-act" and result["predicted_ms"] > 0
+    assert result["predictor"].endswith("p100.darts-act.predictor")
+    code, out, err = run_cli(["latency", str(tmp_path / "pairs.json"), "--hardware", "h100"],
                              capsys)
     assert code == 2 and out == ""
-    assert err == ("error: latency encoding does not cover activation choices yet "
-                   "(sep_conv_3x3/silu)\n")
+    assert "h100.darts-act.predictor" in err and "--space darts-act" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_measuring_pairs_still_times_them_without_a_prediction(tmp_path, capsys) -> None:
-    """--measure times what the encoding cannot describe: the network is measured and the
-    missing prediction is said, not guessed."""
+    """--measure times a pair genotype on a profile with no activation-aware predictor
+    (cpu has none): the network is measured and no prediction is guessed; a plain
+    predictor named for it is refused in one line (its columns are not the pairs')."""
     from latency.hardware import profiles_dir
 
     DARTS_SPACE.save(PAIRS, tmp_path / "pairs.json")
     code, out, err = run_cli(["latency", str(tmp_path / "pairs.json"), "--hardware", "cpu",
-                              "--measure", "--predictor",
-                              str(profiles_dir() / "p100.predictor"), "--json"], capsys)
+                              "--measure", "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)
     assert result["predicted_ms"] is None and result["measured_ms"] > 0
-    assert "activation choices" in result["prediction_note"]
+    assert result["space"] == "darts-act"
+    code, out, err = run_cli(["latency", str(tmp_path / "pairs.json"), "--hardware", "cpu",
+                              "--measure", "--predictor",
+                              str(profiles_dir() / "p100.predictor")], capsys)
+    assert code == 2 and "was trained on op set" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_retrain_on_pairs(tmp_path, capsys) -> None:

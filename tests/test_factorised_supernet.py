@@ -202,8 +202,8 @@ def test_search_cli_with_activations(tmp_path, capsys) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--activations", "relu,swishy"], "unknown activation 'swishy'"),
     (["--activations", "relu,relu"], "repeats"),
-    (["--activations", "all", "--hardware", "p100", "--latency-weight", "0.1"],
-     "do not cover activation choices yet"),
+    (["--activations", "all", "--hardware", "h100", "--latency-weight", "0.1"],
+     "h100.darts-act.predictor; run `nas profile --hardware h100 --space darts-act`"),
 ])
 def test_search_cli_refuses_bad_activation_settings(tmp_path, capsys, args, message) -> None:
     base = ["search", "--epochs", "1", "--out", str(tmp_path / "r")]
@@ -263,11 +263,19 @@ def test_pdarts_final_derivation_names_pairs_and_limits_skips() -> None:
     assert str(2) in by_limit
 
 
-def test_search_summary_says_why_a_factorised_search_has_no_latency(tmp_path, capsys) -> None:
-    code, out, err = run_cli(
-        ["search", "--space", "darts", "--activations", "relu,silu", "--hardware", "p100",
-         "--epochs", "1", "--channels", "4", "--layers", "3", "--limit", "32",
-         "--out", str(tmp_path / "r")], capsys)
+def test_factorised_search_reports_latency_from_the_activation_aware_predictor(
+        tmp_path, capsys) -> None:
+    """p100 ships a darts-act predictor: the summary gives the derived pairs' latency;
+    h100 has none: the summary says which predictor is missing."""
+    base = ["search", "--space", "darts", "--activations", "relu,silu", "--epochs", "1",
+            "--channels", "4", "--layers", "3", "--limit", "32"]
+    code, out, err = run_cli(base + ["--hardware", "p100", "--out", str(tmp_path / "p"),
+                                     "--json"], capsys)
     assert code == 0, err
-    assert "does not cover activation choices yet, so no latency figures" in out
-    assert "no trained predictor" not in out
+    lat = json.loads(out)["latency"]
+    assert lat["genotype_predicted_latency_ms"] > 0 and lat["latency_label"] == "simulated"
+    code, out, err = run_cli(base + ["--hardware", "h100", "--out", str(tmp_path / "h")],
+                             capsys)
+    assert code == 0, err
+    assert "no trained predictor for the darts-act encoding yet, so no latency figures" in out
+    assert "nas profile --hardware h100 --space darts-act" in err

@@ -73,7 +73,7 @@ def adapt_predictor(rows: Sequence[dict[str, Any]], out: str | os.PathLike[str],
         raise SampleError(f"samples of one space are needed, got {', '.join(spaces) or 'none'}")
     space = get_space(spaces[0])
     path = prior_path(space.name, prior)
-    device_prior = DevicePrior.load(path, op_names=space.op_names,
+    device_prior = DevicePrior.load(path, op_names=space.encoding_ops,
                                     encoding_size=space.encoding_size)
     X = np.stack([space.encode(space.parse(r["arch"])) for r in rows]).astype(np.float64)
     y = np.array([float(r["latency_ms"]) for r in rows])
@@ -89,7 +89,7 @@ def adapt_predictor(rows: Sequence[dict[str, Any]], out: str | os.PathLike[str],
                              "prior": str(path), "prior_devices": device_prior.devices,
                              "metrics_kind": "leave-one-out over the adaptation samples",
                              "reference_ms": reference_ms, "adaptation": model.info}
-    save_predictor(model, out, space=space.name, op_names=space.op_names, hardware=hardware,
+    save_predictor(model, out, space=space.name, op_names=space.encoding_ops, hardware=hardware,
                    dataset=dataset, metrics=metrics, extra=extra)
     summary = {"hardware": hardware, "space": space.name, "samples": dataset,
                "sources": sources, "n_train": len(rows), "prior": str(path),

@@ -139,7 +139,7 @@ def layout_for_space(space: SearchSpace[Any]) -> FeatureLayout:
     (`SearchSpace.encoding_edge_groups`; DARTS groups edges by the shape their ops run at).
     """
     size = int(space.encoding_size)
-    num_ops = len(space.op_names)
+    num_ops = len(space.encoding_ops)
     blocks = space.encoding_layout
     onehot = tuple(blocks["onehot"])
     if (onehot[1] - onehot[0]) % num_ops:

@@ -73,4 +73,4 @@ def load_for_space(path: Path, space: Any) -> tuple[Any, dict[str, Any]]:
     """Load the predictor at `path`, checked against `space`'s ops and encoding."""
     from latency.predictor.artifact import load_predictor
 
-    return load_predictor(path, op_names=space.op_names, encoding_size=space.encoding_size)
+    return load_predictor(path, op_names=space.encoding_ops, encoding_size=space.encoding_size)

@@ -161,7 +161,7 @@ def train_predictor(
     noisy = noisy_count([rows[i] for i in train])
     if noisy is not None:
         extra["n_noisy_train"] = noisy
-    save_predictor(mlp, out, space=space.name, op_names=space.op_names, hardware=hardware,
+    save_predictor(mlp, out, space=space.name, op_names=space.encoding_ops, hardware=hardware,
                    dataset=dataset, metrics=results["shipped"], extra=extra)
     summary = {
         "hardware": hardware, "space": space.name, "samples": dataset, "sources": sources,

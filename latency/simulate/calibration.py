@@ -111,7 +111,8 @@ def _cost_rows(samples: Iterable[Any], profile: HardwareProfile,
         if not (latency > 0 and math.isfinite(latency)):
             raise ValueError(f"measured latency must be positive, got {latency!r}")
         costs = layer_costs(model, shape, base.batch_size, base.precision,
-                            base.fold_batchnorm, base.fuse_activation)
+                            base.fold_batchnorm, base.fuse_activation,
+                            base.fused_activations)
         rows.append((name or f"sample{len(rows)}", _arrays(costs), latency))
     return rows
 

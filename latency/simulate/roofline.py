@@ -3,8 +3,16 @@
 Kept apart from the tracer (`tracing.py`) because it is the part with free numbers: peak
 rate, bandwidth, overhead and efficiencies come from a hardware profile or a fit. The
 compute efficiency of a kernel is looked up by its kind (`RooflineParams.efficiency`), so
-a layer family that brings a kind of its own (an adder or binary conv) needs an entry in
+a layer family that brings a kind of its own (a binary conv) needs an entry in
 `kind_efficiency` at most, not a change here.
+
+One kind has a default of its own: an adder layer (kind "adder", AdderNet) is costed like
+a deployed adder kernel. Its traced FLOPs are its additions (two per filter tap: the
+absolute difference and the accumulation, `search_spaces.adder_ops.adder_additions`).
+Such a kernel issues one addition (or absolute difference) per SIMD lane per cycle,
+whereas the profile's peak counts a fused multiply-add as two FLOPs per lane per cycle,
+so its additions run at half the peak FLOP rate: its default compute efficiency is
+eff_compute / 2 (`ADDER_KIND`; a `kind_efficiency` entry for "adder" still overrides it).
 """
 
 from __future__ import annotations
@@ -18,6 +26,12 @@ from torch import nn
 
 from latency.hardware import HardwareError, HardwareProfile, load_profile
 from latency.simulate.tracing import BYTES_PER_ELEMENT, DEFAULTS, LayerCost, layer_costs
+
+#: The kernel kind of AdderNet layers (`search_spaces.adder_ops.ADDER_LAYER`).
+ADDER_KIND = "adder"
+#: Additions per lane per cycle of a deployed adder kernel, against the peak's FLOPs per
+#: lane per cycle (a fused multiply-add counts two): its default share of eff_compute.
+ADDER_THROUGHPUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,9 +98,12 @@ class RooflineParams:
     eff_memory: float = DEFAULTS["eff_memory"]
     fold_batchnorm: bool = DEFAULTS["fold_batchnorm"]
     fuse_activation: bool = DEFAULTS["fuse_activation"]
+    #: the activations the runtime fuses into a conv epilogue (None: every one)
+    fused_activations: frozenset[str] | None = None
     batch_size: int = 1
     precision: str = "fp32"
-    #: compute efficiency of kernel kinds other than `depthwise` (default eff_compute)
+    #: compute efficiency of kernel kinds other than `depthwise` (default eff_compute;
+    #: "adder" eff_compute / 2)
     kind_efficiency: Mapping[str, float] = field(default_factory=dict, hash=False)
 
     @classmethod
@@ -133,6 +150,8 @@ class RooflineParams:
             eff_memory=float(specs["eff_memory"]),
             fold_batchnorm=bool(specs["fold_batchnorm"]),
             fuse_activation=bool(specs["fuse_activation"]),
+            fused_activations=(None if specs.get("fused_activations") is None
+                               else frozenset(specs["fused_activations"])),
             batch_size=int(settings["batch_size"]),
             precision=precision,
             kind_efficiency={k: float(v) for k, v in settings["kind_efficiency"].items()},
@@ -141,12 +160,15 @@ class RooflineParams:
     @property
     def efficiencies(self) -> dict[str, float]:
         """Kind -> compute efficiency for every kind that does not run at eff_compute
-        (`depthwise` is always the profile's eff_compute_depthwise, which fits adjust)."""
-        return {**self.kind_efficiency, "depthwise": self.eff_compute_depthwise}
+        (`depthwise` is always the profile's eff_compute_depthwise, which fits adjust;
+        "adder" defaults to eff_compute x `ADDER_THROUGHPUT`, its additions issuing at
+        half the peak FLOP rate, unless `kind_efficiency` names it)."""
+        return {ADDER_KIND: self.eff_compute * ADDER_THROUGHPUT, **self.kind_efficiency,
+                "depthwise": self.eff_compute_depthwise}
 
     def efficiency(self, kind: str) -> float:
         """Compute efficiency of a kernel kind; kinds without an entry (conv, linear, the
-        streaming kinds, and new ones) run at eff_compute."""
+        streaming kinds, and new ones) run at eff_compute, "adder" at eff_compute / 2."""
         return self.efficiencies.get(kind, self.eff_compute)
 
     def time(self, cost: LayerCost) -> LayerTime:
@@ -165,6 +187,32 @@ class RooflineParams:
             ms=total * 1e3,
             bound="compute" if compute >= memory else "memory",
         )
+
+
+def activation_fusion_note(profile: HardwareProfile) -> str:
+    """One sentence on how the simulated profile costs activations (what `nas profile`
+    prints for an activation-aware space): which ones its runtime fuses into the
+    producing convolution, and that the rest are kernels of their own."""
+    from search_spaces.activations import ACTIVATIONS
+
+    params = RooflineParams.from_profile(profile)
+    known = list(ACTIVATIONS)
+    if not params.fuse_activation:
+        fused: list[str] = []
+    elif params.fused_activations is None:
+        fused = known
+    else:
+        fused = [a for a in known if a in params.fused_activations]
+    alone = [a for a in known if a not in fused]
+    where = "specs.fused_activations" if params.fused_activations is not None else \
+        "specs.fuse_activation"
+    parts = []
+    if fused:
+        parts.append(f"{', '.join(fused)} fused into the producing convolution")
+    if alone:
+        parts.append(f"{', '.join(alone)} as kernels of their own")
+    return (f"activations on {profile.name} (modelled, {where}): {'; '.join(parts)}; "
+            "an activation reading a tensor other kernels also read is always a kernel")
 
 
 def simulate_costs(costs: Iterable[LayerCost], params: RooflineParams,
@@ -200,5 +248,6 @@ def simulate_latency(
     params = RooflineParams.from_profile(profile, **overrides)
     shape = profile.input_shape if input_shape is None else input_shape
     costs = layer_costs(model, shape, params.batch_size, params.precision,
-                        params.fold_batchnorm, params.fuse_activation)
+                        params.fold_batchnorm, params.fuse_activation,
+                        params.fused_activations)
     return simulate_costs(costs, params, profile.name)

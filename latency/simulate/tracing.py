@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from search_spaces.layer_spec import LayerSpec, find_layer_spec, update_layer
+from search_spaces.layer_spec import LayerSpec, counting_pass, find_layer_spec, update_layer
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
@@ -58,6 +58,18 @@ _ACTIVATIONS = {
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_",
     "gelu", "silu", "silu_", "sigmoid", "sigmoid_", "hardswish", "hardswish_",
     "hardsigmoid", "tanh", "elu", "elu_",
+}
+#: FLOP-equivalents per element of each activation (ESTIMATES, docs/methods.md#activation
+#: costs): ReLU one comparison; Leaky-ReLU a comparison and a multiply; Hardswish an add,
+#: a clamp (two comparisons), a multiply and a scale; ELU and SiLU an exponential (about
+#: ten operations as the polynomial approximation vector libraries use) plus, for SiLU, an
+#: add, a division (about four) and a multiply. They only decide time where the kernel is
+#: compute bound: in a fused convolution epilogue, or on a device with little compute per
+#: byte; a separate activation kernel is nearly always memory bound.
+ACTIVATION_FLOPS: dict[str, float] = {
+    "relu": 1.0, "relu6": 2.0, "hardtanh": 2.0, "leaky_relu": 2.0, "hardsigmoid": 4.0,
+    "hardswish": 5.0, "elu": 12.0, "sigmoid": 14.0, "tanh": 16.0, "silu": 16.0,
+    "gelu": 20.0,
 }
 _BATCHNORMS = {
     "batch_norm", "native_batch_norm", "_native_batch_norm_legit",
@@ -224,10 +236,24 @@ class _Recorder(TorchDispatchMode):
             out_keys=[_key(t) for t in outs],
             activation=op in _ACTIVATIONS,
         ))
+        if op in _ACTIVATIONS:
+            self.raws[-1].flops *= ACTIVATION_FLOPS.get(_activation_name(op), 1.0)
         return out
 
 
-def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool) -> list[LayerCost]:
+def _activation_name(op: str) -> str:
+    """The activation an aten op computes ("relu_" is "relu")."""
+    return op.rstrip("_")
+
+
+def _fuses(raw: _Raw, fuse_activation: bool, fused: frozenset[str] | None) -> bool:
+    """Whether the runtime computes this activation in its producer's epilogue."""
+    return fuse_activation and raw.activation and (
+        fused is None or _activation_name(raw.op) in fused)
+
+
+def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool,
+          fused: frozenset[str] | None = None) -> list[LayerCost]:
     consumers: Counter[int] = Counter()
     for raw in raws:
         consumers.update(set(raw.in_keys))
@@ -250,7 +276,7 @@ def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool) -> list
                 target["bn"] = True
                 producer.update(dict.fromkeys(raw.out_keys, g))
                 continue
-            if fuse_activation and raw.activation:
+            if _fuses(raw, fuse_activation, fused):
                 target["op"] += f"+{raw.op}"  # epilogue: computed in registers
                 target["flops"] += raw.flops
                 target["act"] = True
@@ -282,8 +308,14 @@ def layer_costs(
     precision: str = "fp32",
     fold_batchnorm: bool = DEFAULTS["fold_batchnorm"],
     fuse_activation: bool = DEFAULTS["fuse_activation"],
+    fused_activations: frozenset[str] | None = None,
 ) -> list[LayerCost]:
     """The kernels one forward pass of `model` launches, in order, after fusion.
+
+    With `fuse_activation`, an activation joins the kernel that produced its input when
+    it is that output's only reader and, if `fused_activations` is given, one of the
+    activations the runtime can fuse (by name: "relu", "silu", ...); else it is a kernel
+    of its own.
 
     `input_shape` is one sample's shape (no batch), e.g. ``(3, 32, 32)``; the pass runs a
     batch of `batch_size` zeros in eval mode under `no_grad`, and every module's training
@@ -357,7 +389,7 @@ def layer_costs(
         model.eval()
         torch.set_num_threads(1)  # sizes do not depend on it; avoids contention on busy hosts
         x = torch.zeros((batch_size, *shape), device=device, dtype=dtype)
-        with torch.no_grad(), recorder:
+        with torch.no_grad(), recorder, counting_pass():
             model(x)
     finally:
         torch.set_num_threads(threads)
@@ -367,4 +399,4 @@ def layer_costs(
             m.training = mode
     raws = recorder.raws
     recorder.keep.clear()
-    return _fuse(raws, fold_batchnorm, fuse_activation)
+    return _fuse(raws, fold_batchnorm, fuse_activation, fused_activations)

@@ -27,7 +27,7 @@ from latency.predictor.locate import default_samples_path, locate_predictor
 from latency.predictor.trust import prediction_caution
 from latency.samples import load_samples
 from search_spaces.errors import InputError, first_line
-from search_spaces.space import space_names
+from search_spaces.space import encoding_space_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -104,7 +104,7 @@ def profile_row(name: str) -> dict[str, Any]:
         except InputError as e:
             row["error"] = first_line(e)
     row["spaces"] = {space: {**_samples(name, space), **_predictor(name, space)}
-                     for space in space_names()}
+                     for space in encoding_space_names()}
     return row
 
 
@@ -139,7 +139,7 @@ def _space_cell(s: dict[str, Any]) -> tuple[str, str]:
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The text form: one table line per profile, then the paths, cautions and errors
     that would not fit in a column."""
-    spaces = space_names()
+    spaces = encoding_space_names()
     header = ["name", "dir", "kind", "source",
               *(f"{s} {what}" for s in spaces for what in ("samples", "predictor")),
               "device"]
@@ -168,7 +168,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             notes.append(f"  {r['name']}: invalid profile: {r['error']}")
         if r["shadows_shipped"]:
             notes.append(f"  {r['name']}: your profile shadows the shipped one of that name")
-        for space in space_names():
+        for space in encoding_space_names():
             s = r["spaces"][space]
             if s["samples_error"]:
                 notes.append(f"  {r['name']} {space} samples: {s['samples_error']}")

@@ -31,9 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "info",
         help="parameters and multiply-accumulates of a genotype's network",
-        description="Print the discrete network's parameters (auxiliary head excluded) and "
-        "multiply-accumulates for one input image. A NAS-Bench-201 cell is sized as the "
-        "benchmark's network (C=16, 5 cells per stage).",
+        description="Print the discrete network's parameters (auxiliary head excluded), "
+        "multiply-accumulates, and the multiplications and additions they and any adder "
+        "layers do, for one input image. A NAS-Bench-201 cell is sized as the benchmark's "
+        "network (C=16, 5 cells per stage).",
     )
     p.add_argument(
         "genotype",
@@ -58,9 +59,10 @@ def _positive(name: str, value: int | None) -> None:
 
 def network_size(arch: Any, dataset: str = "cifar10", channels: int | None = None,
                  layers: int | None = None) -> dict[str, Any]:
-    """Parameters (auxiliary head excluded) and MACs per image of `arch`'s network for
-    `dataset`, with the shape it was sized at; `channels` / `layers` override the
-    space's defaults (`SearchSpace.sized_network`)."""
+    """Parameters (auxiliary head excluded), MACs, adder-layer additions, and every
+    multiplication / addition per image of `arch`'s network for `dataset`, with the shape
+    it was sized at; `channels` / `layers` override the space's defaults
+    (`SearchSpace.sized_network`)."""
     _positive("--channels", channels)
     _positive("--layers", layers)
     space = space_of(arch)
@@ -70,6 +72,9 @@ def network_size(arch: Any, dataset: str = "cifar10", channels: int | None = Non
             "channels": sized.channels, "layers": sized.layers,
             "layers_meaning": sized.layers_meaning, "input": list(sized.input_shape),
             "params": counts.params, "macs": counts.macs, "additions": counts.additions,
+            # every multiplication and every addition the arithmetic does: one of each per
+            # MAC, and the adder layers' additions (`latency.energy` costs the same counts)
+            "multiplications": counts.macs, "total_additions": counts.macs + counts.additions,
             "bit_operations": counts.bops,
             "low_bit": counts.bops != FLOAT_BOPS_PER_MAC * counts.macs}
 
@@ -90,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if result["additions"]:  # adder-type layers: additions instead of multiplications
         adds = result["additions"]
         print(f"  additions (adder layers) per image:   {adds:,} ({adds / 1e6:.1f}M)")
+    mults, total = result["multiplications"], result["total_additions"]
+    print(f"  multiplications per image:            {mults:,} ({mults / 1e6:.1f}M)")
+    print(f"  additions per image (MACs + adders):  {total:,} ({total / 1e6:.1f}M)")
     if result["low_bit"]:  # some layer below 32 bits: bit-operations tell them apart
         bops = result["bit_operations"]
         print(f"  bit-operations per image:             {bops:,} ({bops / 1e9:.2f}G)")

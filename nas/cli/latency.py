@@ -1,4 +1,5 @@
-"""`nas latency`: predicted (and, where possible, measured) latency of one network."""
+"""`nas latency`: predicted (and, where possible, measured) latency of one network, and
+the modelled arithmetic energy of the deployed network it refers to (`latency.energy`)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "latency",
         help="predicted and measured latency of a genotype (or an ONNX file)",
         description="Predict a genotype's deployed latency on a hardware profile with its "
-        "trained predictor (mean and ensemble spread). --measure also times the deployed "
-        "network here, when the profile is measured on this machine. An .onnx file is timed "
-        "with ONNX Runtime on this CPU.",
+        "trained predictor (mean and ensemble spread), beside the deployed network's "
+        "modelled arithmetic energy per image (latency.energy). --measure also times the "
+        "deployed network here, when the profile is measured on this machine. An .onnx "
+        "file is timed with ONNX Runtime on this CPU.",
     )
     p.add_argument("network", help="published genotype name, genotype file (DARTS, or a "
                    "genotype.json of `nas search --space nb201`), NB201 arch string '|...|', "
@@ -77,13 +79,16 @@ def run(args: argparse.Namespace) -> int:
         result["network"] = args.network
         return _print(result, args.json)
 
+    from latency.energy import architecture_energy, network_energy
     from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
     from latency.predictor.trust import prediction_caution
-    from search_spaces.space import load_architecture, space_of
+    from search_spaces.activation_encoding import arch_encoding_space
+    from search_spaces.space import load_architecture
 
     # what `nas retrain --genotype` takes: unknown op names fail here, one line
     arch = load_architecture(args.network)
-    space = space_of(arch)
+    # a genotype with activation pairs is predicted in the activation-aware encoding
+    space = arch_encoding_space(arch)
     result.update({"network": args.network, "space": space.name,
                    "refers_to": space.describe_deployed(profile)})
     # with --measure a missing default predictor only means no prediction
@@ -109,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"profile {profile.name!r} is {profile.label}: its device is not "
                              "this machine, so --measure cannot time it here")
         model, shape = space.deployed_network(arch, profile)
+        # the network timed is the one the energy figure counts: built once
+        result.update(network_energy(model, shape, profile.precision).to_dict())
         result.update(_measure_at_state(model, shape, profile, result, meta))
+    else:
+        result.update(architecture_energy(arch, profile).to_dict())
     return _print(result, args.json)
 
 
@@ -134,4 +143,6 @@ def _print(r: dict[str, Any], as_json: bool) -> int:
     if r["measured_ms"] is not None:
         print(f"  measured:  {r['measured_ms']:.3f} ms (spread {100 * r['measured_spread']:.1f}%"
               f"{', NOISY' if r['measured_noisy'] else ''}; {r['measured_with']})")
+    if r.get("energy_mj") is not None:
+        print(f"  energy:    {r['energy_mj']:.3g} mJ per image ({r['energy_label']})")
     return 0

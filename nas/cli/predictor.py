@@ -19,7 +19,13 @@ from latency.predictor.locate import (
 from latency.predictor.train import evaluate_predictor, train_predictor
 from latency.samples import load_samples
 from search_spaces.errors import InputError
-from search_spaces.space import DEFAULT_SPACE, space_names
+from search_spaces.space import DEFAULT_SPACE, get_space
+
+
+def _space_name(name: str) -> str:
+    """A space or one of its variants ("darts", "nb201", "darts-act", "darts.adder"):
+    whatever `get_space` resolves; anything else is a one-line error."""
+    return get_space(name).name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,9 +41,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", help=f"profile ({', '.join(profile_names())})")
     p.add_argument("--samples", nargs="+", help="sample files (default: the profile's own "
                    "for --space)")
-    p.add_argument("--space", choices=space_names(),
+    p.add_argument("--space", type=_space_name, metavar="SPACE",
                    help="train: the space whose default sample file is read (default darts; "
-                   "with --samples, the files' rows must be of it)")
+                   "nb201, or a variant: darts-act, darts.darts+adder, ...; with --samples, "
+                   "the files' rows must be of it)")
     p.add_argument("--out", help="predictor directory (default <name>.predictor, or "
                    "<name>.nb201.predictor for nb201 samples, in ~/.hw-nas/hardware_profiles); "
                    "must not exist or be empty")

@@ -75,11 +75,17 @@ def run(args: argparse.Namespace) -> int:
                                seed=args.seed, shard=shard,
                                log=lambda m: print(m, file=sys.stderr))
     d = summary.to_dict()
+    if profile.source == "simulated" and space.encoding_ops != space.op_names:
+        from latency.simulate.roofline import activation_fusion_note
+
+        d["activation_costs"] = activation_fusion_note(profile)
     if args.json:
         print(json.dumps(d))
         return 0
     print(f"profiled {profile.name} ({summary.label}): {summary.written} new samples, "
           f"{summary.already} already present -> {out}")
+    if "activation_costs" in d:
+        print(f"  {d['activation_costs']}")
     if summary.written:
         print(f"  {summary.per_minute:.1f} samples/minute; latency "
               f"{d['latency_ms_min']:.3f} / {d['latency_ms_median']:.3f} / "

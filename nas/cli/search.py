@@ -24,6 +24,7 @@ from nas.search.config import (
     SearchConfig,
     default_preset,
     preset_config,
+    searched_space,
     validate_config,
 )
 from nas.search.driver import Search, SearchResult, load_search_data
@@ -78,6 +79,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-target", type=float, metavar="MS",
                    help="only latency above this budget is penalised, weighted by "
                    "--latency-weight (1 when only a target is given)")
+    p.add_argument("--energy-weight", type=float, metavar="LAMBDA",
+                   help="add LAMBDA x modelled energy / energy of the uniform supernet to the "
+                   "architecture loss (arithmetic energy per image of the profile's deployed "
+                   "network, Horowitz 45 nm table; needs --hardware; DARTS cells)")
     p.add_argument("--predictor", help="latency predictor directory (default: the hardware "
                    "profile's: <name>.predictor in ~/.hw-nas/hardware_profiles, else shipped)")
     p.add_argument("--limit", type=int, help="use only the first N training images")
@@ -90,6 +95,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="search the activation inside every op that carries one as a second "
                         "choice per edge, factorised from the op choice: comma-separated "
                         f"names ({', '.join(ACTIVATIONS)}) or 'all' (default: ReLU only)")
+    p.add_argument("--ops", metavar="SETS",
+                   help="candidate operations: named op sets joined by '+' for their union "
+                        "(darts, adder, darts+adder; default: darts, the published eight); "
+                        "DARTS cells only")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
@@ -100,7 +109,8 @@ RESUME_FLAGS = {
     "channels": "init_channels", "layers": "layers", "batch_size": "batch_size",
     "second_order": "second_order", "max_skips": "max_skips",
     "latency_weight": "latency_weight", "latency_target": "latency_target_ms",
-    "predictor": "predictor", "limit": "data_limit", "seed": "seed",
+    "predictor": "predictor", "limit": "data_limit", "seed": "seed", "ops": "ops",
+    "energy_weight": "energy_weight",
 }
 
 
@@ -151,11 +161,15 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         data_limit=args.limit,
         latency_weight=args.latency_weight,
         latency_target_ms=args.latency_target,
+        energy_weight=args.energy_weight,
         predictor=args.predictor,
         activations=parse_activations(args.activations),
+        ops=args.ops or "",
     )
     if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
         raise InputError("--latency-weight / --latency-target need --hardware NAME")
+    if cfg.energy_weight and not cfg.hardware:
+        raise InputError("--energy-weight needs --hardware NAME (its precision and network)")
     if args.second_order:
         if not get_strategy(strategy).second_order:
             raise InputError(f"--second-order applies to DARTS only "
@@ -173,21 +187,26 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any, str | None]:
     surface before anything is written."""
     if not cfg.hardware:
         return [], None, None
-    if cfg.activations:
-        _stderr("note: no latency prediction for this search: the latency encoding does not "
-                "cover activation choices yet")
-        return [], None, None
-    from latency.predictor.locate import load_for_space, locate_predictor, require_predictor
+    from latency.predictor.locate import (
+        how_to_make,
+        load_for_space,
+        locate_predictor,
+        require_predictor,
+    )
     from nas.search.latency_loss import PredictorLatency, latency_probe, latency_term_factory
 
     wants_loss = bool(cfg.latency_weight or cfg.latency_target_ms)
     find = require_predictor if wants_loss else locate_predictor
-    path = find(cfg.hardware, cfg.space, cfg.predictor)
+    space = latency_space(cfg)
+    path = find(cfg.hardware, space.name, cfg.predictor)
     if path is None:
+        if space.name != cfg.space:
+            _stderr(f"note: no latency prediction for this search: {cfg.hardware} has no "
+                    f"predictor for the {space.name} encoding "
+                    f"({how_to_make(cfg.hardware, space.name)})")
         return [], None, None
     from latency.predictor.trust import prediction_caution
 
-    space = get_space(cfg.space)
     mlp, meta = load_for_space(path, space)
     model = PredictorLatency(mlp)
     label = load_profile(cfg.hardware).prediction_label
@@ -196,6 +215,38 @@ def latency_hooks(cfg: SearchConfig) -> tuple[list[Any], Any, str | None]:
         weight = cfg.latency_weight or 1.0
         terms.append(latency_term_factory(model, space, weight, cfg.latency_target_ms))
     return terms, latency_probe(model, space, label), prediction_caution(meta)
+
+
+def energy_hooks(cfg: SearchConfig) -> list[Any]:
+    """The modelled-energy term, when --energy-weight is set."""
+    if not cfg.energy_weight or not cfg.hardware:
+        return []
+    from latency.energy_model import energy_model
+    from nas.search.energy_loss import energy_term_factory
+
+    space = latency_space(cfg)
+    _stderr(f"building the modelled energy of the {space.name} encoding on {cfg.hardware} ...")
+    model = energy_model(space, load_profile(cfg.hardware))
+    return [energy_term_factory(model, space, cfg.energy_weight, cfg.activations)]
+
+
+def derived_energy(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
+    """The derived genotype's modelled energy on the profile's deployed network."""
+    if not cfg.hardware:
+        return {}
+    from latency.energy import architecture_energy
+
+    energy = architecture_energy(result.genotype, load_profile(cfg.hardware))
+    return {"genotype_energy_mj": energy.mj, "multiplications": energy.multiplications,
+            "additions": energy.additions, "label": energy.label}
+
+
+def latency_space(cfg: SearchConfig) -> Any:
+    """The space whose encoding the search's predictor reads: the searched space, or its
+    activation variant ("darts-act") when the search chooses activations too."""
+    from search_spaces.activation_encoding import encoding_space
+
+    return encoding_space(searched_space(cfg), cfg.activations)
 
 
 def measure_derived(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
@@ -222,7 +273,7 @@ def measure_derived(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
         from latency.predictor.artifact import read_metadata
         from latency.predictor.locate import locate_predictor
 
-        path = locate_predictor(cfg.hardware, cfg.space, cfg.predictor)
+        path = locate_predictor(cfg.hardware, latency_space(cfg).name, cfg.predictor)
         extra = (read_metadata(path).get("extra") or {}) if path is not None else {}
         trained = extra.get("reference_ms")
         if trained:
@@ -288,12 +339,14 @@ def run(args: argparse.Namespace) -> int:
         resume = state is not None
         data = load_search_data(cfg)
         terms, probe, caution = latency_hooks(cfg)
+        terms += energy_hooks(cfg)
         record_extension(run_dir, "search", cfg.to_dict())
     else:
         cfg = config_from_args(args)
         profile = load_profile(cfg.hardware) if cfg.hardware else None
         data = load_search_data(cfg)
         terms, probe, caution = latency_hooks(cfg)  # a missing predictor fails before any write
+        terms += energy_hooks(cfg)
         out = args.out or _default_out(cfg)
         config: dict[str, Any] = {
             "search": cfg.to_dict(),
@@ -316,10 +369,14 @@ def run(args: argparse.Namespace) -> int:
     )
     result = search.run_all()
     measured = measure_derived(cfg, result)
-    if measured or caution:
-        result.summary.setdefault("latency", {}).update(measured)
+    energy = derived_energy(cfg, result)
+    if measured or caution or energy:
+        if measured or caution:
+            result.summary.setdefault("latency", {}).update(measured)
         if caution:
             result.summary["latency"]["caution"] = caution
+        if energy:
+            result.summary["energy"] = energy
         run_dir.write_json("summary.json", result.summary)
     _print_summary(result, cfg, args.json)
     return 0
@@ -365,8 +422,13 @@ def _print_summary(result: SearchResult, cfg: SearchConfig, as_json: bool) -> No
             print(f"  measured latency here: {lat['genotype_measured_latency_ms']:.3f} ms "
                   f"({lat['measured_with']})")
         if not lat:
-            why = ("the latency encoding does not cover activation choices yet"
-                   if cfg.activations else "no trained predictor yet")
+            name = latency_space(cfg).name
+            why = (f"no trained predictor for the {name} encoding yet"
+                   if name != cfg.space else "no trained predictor yet")
             print(f"  hardware: {cfg.hardware} ({profile.label} profile; {why}, so no "
                   "latency figures)")
+        energy = s.get("energy") or {}
+        if energy:
+            print(f"  energy on {cfg.hardware}: {energy['genotype_energy_mj']:.4f} mJ per image "
+                  f"for the derived genotype ({energy['label']})")
     print("  files: genotype.json, log.jsonl, arch_weights.jsonl, checkpoint.pt, summary.json")

@@ -34,7 +34,14 @@ def save_state_dict(net: nn.Module, path: Path) -> None:
 
 def export_network_onnx(net: nn.Module, input_shape: tuple[int, ...], path: Path) -> str | None:
     """Write the ONNX file; returns why not when ONNX support is missing (not an error:
-    the state dict is the primary artifact and the extra is optional)."""
+    the state dict is the primary artifact and the extra is optional), or when a layer
+    has no ONNX operator (a module class with ``onnx_exportable = False``: the adder
+    layers)."""
+    inexpressible = sorted({type(m).__name__ for m in net.modules()
+                            if getattr(m, "onnx_exportable", True) is False})
+    if inexpressible:
+        return (f"ONNX has no operator for {', '.join(inexpressible)} (an adder layer's "
+                "-sum|x - w|); the state dict holds the trained network")
     try:
         export_onnx(net, input_shape, path)
     except OnnxExportError as e:

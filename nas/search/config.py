@@ -59,9 +59,13 @@ class SearchConfig(ConfigDict):
     latency_weight: float = 0.0
     latency_target_ms: float | None = None
     predictor: str | None = None
+    # modelled energy (issue 17): lambda of the energy term (latency.energy_model)
+    energy_weight: float = 0.0
     # factorised operator sets (issue 16): the activations searched inside every op that
     # carries one, as a second choice per edge; empty: the plain op set (ReLU)
     activations: tuple[str, ...] = ()
+    # named op sets joined by "+" (issue 17): "darts+adder"; empty: the space's own ops
+    ops: str = ""
     # bookkeeping
     eval_every: int = 1
     data_limit: int | None = None
@@ -128,6 +132,15 @@ def activation_options(cfg: SearchConfig) -> dict[str, Any]:
     return {"activations": tuple(cfg.activations)} if cfg.activations else {}
 
 
+def searched_space(cfg: SearchConfig) -> Any:
+    """The space a search runs over: the configured one, over `cfg.ops`' op sets when set
+    (`search_spaces.op_set_space`, "darts.darts+adder")."""
+    from search_spaces.op_set_space import ops_space
+    from search_spaces.space import get_space
+
+    return ops_space(get_space(cfg.space), cfg.ops)
+
+
 def preset_config(strategy: str, preset: str, space: str = "darts") -> SearchConfig:
     """The preset of `strategy`, with `space`'s own changes to it (NB201's shape)."""
     from search_spaces.space import get_space
@@ -150,7 +163,8 @@ def validate_config(cfg: SearchConfig) -> None:
     from search_spaces.space import get_space
 
     strategy = get_strategy(cfg.strategy)
-    space = get_space(cfg.space)
+    get_space(cfg.space)
+    space = searched_space(cfg)
     if cfg.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.epochs <= cfg.arch_start_epoch:
@@ -170,6 +184,12 @@ def validate_config(cfg: SearchConfig) -> None:
         raise InputError(f"--channels must be an even number >= 2, got {cfg.init_channels}")
     if cfg.latency_weight < 0:
         raise InputError(f"--latency-weight must be >= 0, got {cfg.latency_weight}")
+    if cfg.energy_weight < 0:
+        raise InputError(f"--energy-weight must be >= 0, got {cfg.energy_weight}")
+    if cfg.energy_weight:
+        from latency.energy_model import check_energy_space
+
+        check_energy_space(space)
     if cfg.latency_target_ms is not None and cfg.latency_target_ms <= 0:
         raise InputError(f"--latency-target must be positive, got {cfg.latency_target_ms}")
     if cfg.activations:
@@ -181,9 +201,6 @@ def validate_config(cfg: SearchConfig) -> None:
             activation(name)
         if len(set(cfg.activations)) != len(cfg.activations):
             raise InputError(f"--activations repeats a name: {','.join(cfg.activations)}")
-        if cfg.latency_weight or cfg.latency_target_ms:
-            raise InputError("--latency-weight / --latency-target do not cover activation "
-                             "choices yet: the latency encoding has no activation factor")
     if not 0.0 < cfg.train_portion < 1.0:
         raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
     if strategy.staged:

@@ -23,13 +23,12 @@ from nas.data.registry import load_dataset, train_augment
 from nas.data.spec import DatasetSplits
 from nas.run_dir import ARCH_LOG, LOG, RunDir
 from nas.search.architect import Architect, ArchLossTerm
-from nas.search.config import SearchConfig, activation_options
+from nas.search.config import SearchConfig, activation_options, searched_space
 from nas.search.loop import arch_entropy, train_epoch
 from nas.search.pdarts import prune_edge_ops
 from nas.search.strategy import get_strategy
 from nas.training import cosine_lr, evaluate
 from search_spaces.errors import InputError, first_line
-from search_spaces.space import get_space
 
 Log = Callable[[str], None]
 EdgeOps = dict[str, Any]
@@ -74,7 +73,7 @@ class Search:
         self.probe = probe
         self.log = log
         self.channels_last = channels_last
-        self.space = get_space(cfg.space)
+        self.space = searched_space(cfg)
         self.strategy = get_strategy(cfg.strategy)
         if data is None:
             data = load_search_data(cfg)
