@@ -69,12 +69,20 @@ def bytes_per_position(batch: int, in_channels: int, out_channels: int, kernel_e
     return elems * element_size
 
 
+#: The automatic budget never goes below this: a small layer (a supernet edge at 8x8)
+#: would otherwise run in a dozen chunks of a few positions, and the per-chunk overhead
+#: made a search step 2-3x slower; 4 MiB is nothing beside the process itself.
+MIN_AUTO_BUDGET_BYTES = 4 * 2**20
+
+
 def auto_budget(batch: int, in_channels: int, in_pixels: int, out_channels: int,
                 positions: int, element_size: int) -> int:
     """The automatic budget (``memory_budget_bytes=None``): the larger of the layer's
     input and output tensors in bytes, so the temporaries stay the size of tensors a
-    convolution holds anyway (a fixed 64 MiB is many times a small layer's activations)."""
-    return batch * max(in_channels * in_pixels, out_channels * positions) * element_size
+    convolution holds anyway (a fixed 64 MiB is many times a small layer's activations),
+    and at least `MIN_AUTO_BUDGET_BYTES`."""
+    tensors = batch * max(in_channels * in_pixels, out_channels * positions) * element_size
+    return max(tensors, MIN_AUTO_BUDGET_BYTES)
 
 
 def chunk_size(batch: int, in_channels: int, out_channels: int, kernel_elems: int,
@@ -123,12 +131,14 @@ class AdderConv2dFunction(torch.autograd.Function):
     """``Y = -||X_col - F||_1`` with AdderNet's backward rules (see the module docstring).
 
     Arguments of `apply`: x (N, C_in, H, W), weight (C_out, C_in/groups, kh, kw), stride,
-    padding, dilation (int pairs), groups, eta (float or None), budget_bytes."""
+    padding, dilation (int pairs), groups, eta (float or None), budget_bytes, eta_blocks
+    (the gradient scale applies to each of that many equal blocks of output channels)."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int],
                 padding: tuple[int, int], dilation: tuple[int, int], groups: int,
-                eta: float | None, budget_bytes: int | None) -> torch.Tensor:
+                eta: float | None, budget_bytes: int | None,
+                eta_blocks: int = 1) -> torch.Tensor:
         n, c_in, h, w = x.shape
         c_out, c_g, kh, kw = weight.shape
         h_out = _out_size(h, kh, stride[0], padding[0], dilation[0])
@@ -154,14 +164,15 @@ class AdderConv2dFunction(torch.autograd.Function):
             dist = torch.cdist(cols, w_g, p=1)  # (g, N*Lc, C_out/g)
             out[..., p0:p1] = dist.reshape(groups, n, lc, c_out // groups).permute(1, 0, 3, 2)
         ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, dilation, groups, eta, budget_bytes, h_out, w_out)
+        ctx.conf = (stride, padding, dilation, groups, eta, budget_bytes, h_out, w_out,
+                    eta_blocks)
         return out.neg_().reshape(n, c_out, h_out, w_out)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups, eta, budget_bytes, h_out, w_out = ctx.conf
+        stride, padding, dilation, groups, eta, budget_bytes, h_out, w_out, blocks = ctx.conf
         n, c_in, h, w = x.shape
         c_out, c_g, kh, kw = weight.shape
         kk = kh * kw
@@ -172,10 +183,11 @@ class AdderConv2dFunction(torch.autograd.Function):
             # sum_{n,p} g (X_col - F) = (weight gradient of a convolution) - F * sum g
             grad_w = conv2d_weight(x, weight.shape, g, stride, padding, dilation, groups)
             grad_w -= weight * g.sum(dim=(0, 2, 3)).reshape(c_out, 1, 1, 1)
-            if eta is not None:
-                norm = torch.linalg.vector_norm(grad_w)
-                if norm > 0:
-                    grad_w *= eta * math.sqrt(grad_w.numel()) / norm
+            if eta is not None:  # per block: each block is one layer's filters
+                per = grad_w.view(blocks, -1)
+                norm = torch.linalg.vector_norm(per, dim=1, keepdim=True)
+                per.mul_(torch.where(norm > 0, eta * math.sqrt(per.shape[1]) / norm,
+                                     torch.ones_like(norm)))
         if ctx.needs_input_grad[0]:
             chunk = _chunk(x, c_out, kk, groups, n_pos, budget_bytes)
             hp, wp = h + 2 * padding[0], w + 2 * padding[1]
@@ -204,13 +216,15 @@ class AdderConv2dFunction(torch.autograd.Function):
                 grad_pad.index_add_(2, ic.reshape(-1), gcols.view(n, c_in, kk * lc))
             grad_x = grad_pad.reshape(n, c_in, hp, wp)
             grad_x = grad_x[:, :, padding[0]:padding[0] + h, padding[1]:padding[1] + w]
-        return grad_x, grad_w, None, None, None, None, None, None
+        return grad_x, grad_w, None, None, None, None, None, None, None
 
 
 class AdderConv2d(nn.Module):
     """A 2-D AdderNet layer (no bias; follow it with BatchNorm2d).
 
-    ``eta`` is the adaptive gradient scale of the filters (``None`` disables it);
+    ``eta`` is the adaptive gradient scale of the filters (``None`` disables it), applied
+    to each of ``eta_blocks`` equal blocks of output channels on its own (a supernet
+    runs n edges' layers as one grouped layer; each edge's filters are still one layer);
     ``memory_budget_bytes`` bounds the chunk-proportional temporaries of forward and
     backward (see `chunk_size`); ``None`` (default) sizes it per call to the larger of
     the input and output tensors (`auto_budget`, at least one output position).
@@ -225,7 +239,7 @@ class AdderConv2d(nn.Module):
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1,
                  eta: float | None = DEFAULT_ETA,
-                 memory_budget_bytes: int | None = None) -> None:
+                 memory_budget_bytes: int | None = None, eta_blocks: int = 1) -> None:
         super().__init__()
         ks, st, pd, dl = _pair(kernel_size), _pair(stride), _pair(padding), _pair(dilation)
         if in_channels < 1 or out_channels < 1:
@@ -239,6 +253,9 @@ class AdderConv2d(nn.Module):
                              f"and out_channels={out_channels}")
         if eta is not None and not eta > 0:
             raise ValueError(f"eta must be > 0 or None, got {eta}")
+        if eta_blocks < 1 or out_channels % eta_blocks:
+            raise ValueError(f"eta_blocks={eta_blocks} must divide out_channels="
+                             f"{out_channels}")
         if memory_budget_bytes is not None and memory_budget_bytes < 1:
             raise ValueError(f"memory_budget_bytes must be >= 1, got {memory_budget_bytes}")
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -247,6 +264,7 @@ class AdderConv2d(nn.Module):
         self.padding: tuple[int, int] = (int(pd[0]), int(pd[1]))
         self.dilation: tuple[int, int] = (int(dl[0]), int(dl[1]))
         self.groups, self.eta, self.memory_budget_bytes = groups, eta, memory_budget_bytes
+        self.eta_blocks = eta_blocks
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups,
                                                *self.kernel_size))
         self.reset_parameters()
@@ -266,7 +284,7 @@ class AdderConv2d(nn.Module):
             return x.new_zeros(x.shape[0], self.out_channels, *sizes)
         out: torch.Tensor = AdderConv2dFunction.apply(
             x, self.weight, self.stride, self.padding, self.dilation, self.groups, self.eta,
-            self.memory_budget_bytes)
+            self.memory_budget_bytes, self.eta_blocks)
         return out
 
     def extra_repr(self) -> str:

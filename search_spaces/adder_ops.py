@@ -13,23 +13,26 @@ pointwise adder, they sit below every filter, so ``|x - f| = f - x`` for every t
 output channels become one sum of the inputs plus a constant (the final BN removes the
 constant, leaving identical channels).
 
-The ops run one module per supernet edge (`batched=None`, `supernet_ops.PerEdge`): an
-adder layer has no batched grouped form, and sharing a conv's weights would be wrong
-(METHODS.md: adder weights are Laplacian, conv weights Gaussian). Importing this module
-registers them once; `op_sets` imports it.
+In the supernet the n edges leaving a node run as grouped adder layers
+(`BatchedAdderDilConv`), each edge with its own filters; adder and conv candidates never
+share weights (METHODS.md: adder weights are Laplacian, conv weights Gaussian). Importing
+this module registers them once; `op_sets` imports it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from search_spaces.activations import DEFAULT_ACTIVATION, PAIR_SEPARATOR, activation_module
 from search_spaces.adder import AdderConv2d
 from search_spaces.layer_spec import LayerSpec
 from search_spaces.op_spec import OpSpec, register_op_spec
+from search_spaces.supernet_ops import EdgeBatchOp, SourceCache
 
 # ------------------------------------------------------------------------ modules
 
@@ -71,6 +74,45 @@ class AdderSepConv(nn.Sequential):
             AdderDilConv(C_in, C_in, kernel, stride, padding, 1, affine, activation),
             AdderDilConv(C_in, C_out, kernel, 1, padding, 1, affine, activation),
         )
+
+
+# ------------------------------------------------------------------ supernet form
+
+
+class BatchedAdderDilConv(EdgeBatchOp):
+    """`AdderDilConv` (`repeat=1`) or `AdderSepConv` (`repeat=2`) for the n edges leaving
+    one supernet node, as grouped adder layers: one depthwise adder over n*C channels and
+    one pointwise adder with n groups per block, instead of n modules of their own (a
+    search step spent most of its time in per-module overhead). Edge e owns channels
+    [e*C, (e+1)*C) of every layer, and the adaptive gradient scale is applied per edge
+    (`eta_blocks=n`), so each edge trains exactly as its own module would; BNs are
+    affine-free, as in every DARTS supernet op. The first activation is the node's shared
+    one (or each edge's mixture, `MIXED`)."""
+
+    def __init__(self, C: int, stride: int, n: int, kernel: int, padding: int,
+                 dilation: int, repeat: int, activation: str = DEFAULT_ACTIVATION) -> None:
+        super().__init__(n)
+        self.C, self.activation = C, activation
+        nC = n * C
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                AdderConv2d(nC, nC, kernel, stride=stride if r == 0 else 1, padding=padding,
+                            dilation=dilation, groups=nC, eta_blocks=n),
+                nn.BatchNorm2d(nC, affine=False),
+                AdderConv2d(nC, nC, 1, groups=n, eta_blocks=n),
+                nn.BatchNorm2d(nC, affine=False),
+            )
+            for r in range(repeat)
+        )
+
+    def forward(self, cache: SourceCache) -> torch.Tensor:
+        h = cache.activated_repeated(self.activation, self.n)
+        for r, block in enumerate(self.blocks):
+            if r > 0:
+                h = cache.apply(self.activation, h)
+            h = block(h)
+        N, _, H, W = h.shape
+        return h.view(N, self.n, self.C, H, W)
 
 
 # ------------------------------------------------------------------------- costs
@@ -118,16 +160,25 @@ def _dil5(C: int, stride: int, affine: bool, act: str = DEFAULT_ACTIVATION) -> n
     return AdderDilConv(C, C, 5, stride, 4, 2, affine, activation=act)
 
 
-def _spec(name: str, build: _Builder) -> OpSpec:
-    return OpSpec(name, build, batched=None, family="conv", heavy=True,
-                  layers={AdderConv2d: ADDER_LAYER}, build_activated=build)
+def _batched(kernel: int, padding: int, dilation: int, repeat: int
+             ) -> Callable[..., EdgeBatchOp]:
+    """(C, stride, n[, activation]) -> the supernet form of one adder op."""
+    def build(C: int, stride: int, n: int, act: str = DEFAULT_ACTIVATION) -> EdgeBatchOp:
+        return BatchedAdderDilConv(C, stride, n, kernel, padding, dilation, repeat, act)
+    return build
+
+
+def _spec(name: str, build: _Builder, batched: Callable[..., EdgeBatchOp]) -> OpSpec:
+    return OpSpec(name, build, batched=batched, family="conv", heavy=True,
+                  layers={AdderConv2d: ADDER_LAYER}, build_activated=build,
+                  batched_activated=batched)
 
 
 ADDER_OP_SPECS: tuple[OpSpec, ...] = (
-    _spec("adder_sep_conv_3x3", _sep3),
-    _spec("adder_sep_conv_5x5", _sep5),
-    _spec("adder_dil_conv_3x3", _dil3),
-    _spec("adder_dil_conv_5x5", _dil5),
+    _spec("adder_sep_conv_3x3", _sep3, _batched(3, 1, 1, 2)),
+    _spec("adder_sep_conv_5x5", _sep5, _batched(5, 2, 1, 2)),
+    _spec("adder_dil_conv_3x3", _dil3, _batched(3, 2, 2, 1)),
+    _spec("adder_dil_conv_5x5", _dil5, _batched(5, 4, 2, 1)),
 )
 
 for _op in ADDER_OP_SPECS:
@@ -158,6 +209,7 @@ __all__ = [
     "ADDER_OP_SPECS",
     "AdderDilConv",
     "AdderSepConv",
+    "BatchedAdderDilConv",
     "adder_additions",
     "adder_form",
 ]

@@ -391,10 +391,13 @@ def test_retrain_on_pairs(tmp_path, capsys) -> None:
     code, stdout, err = run_cli(["retrain", "--genotype", str(tmp_path / "pairs.json"),
                                  "--epochs", "1", "--channels", "4", "--layers", "3",
                                  "--limit", "64", "--batch-size", "32", "--no-measure",
-                                 "--out", str(out), "--json"], capsys)
+                                 "--hardware", "p100", "--out", str(out), "--json"], capsys)
     assert code == 0, err
     report = json.loads(stdout)
     assert 0.0 <= report["test_acc"] <= 1.0
+    # predicted by p100's activation-aware predictor
+    assert report["predicted_latency"]["ms"] > 0
+    assert report["predicted_latency"]["predictor"].endswith("p100.darts-act.predictor")
     if importlib.util.find_spec("onnx") is not None:  # the `onnx` extra: exported too
         assert "onnx_note" not in report and (out / "model.onnx").is_file()
     assert DARTS_SPACE.parse(json.loads((out / "genotype.json").read_text())) == PAIRS

@@ -254,9 +254,13 @@ def test_chunks_are_used(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_budget_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """memory_budget_bytes=None (the default): chunks sized to max(input, output) bytes,
-    never an error (one position per chunk at least), same results as one chunk."""
+    at least MIN_AUTO_BUDGET_BYTES, never an error (one position per chunk at least),
+    same results as one chunk."""
+    from search_spaces.adder import MIN_AUTO_BUDGET_BYTES
+
     assert AdderConv2d(3, 5, 3).memory_budget_bytes is None
-    assert auto_budget(2, 3, 42, 5, 42, 8) == 2 * 5 * 42 * 8
+    assert auto_budget(2, 3, 42, 5, 42, 8) == MIN_AUTO_BUDGET_BYTES  # tiny tensors: floor
+    assert auto_budget(64, 64, 1024, 64, 1024, 4) == 64 * 64 * 1024 * 4  # 16 MiB tensors
     calls = cdist_rows(monkeypatch)
     m, x = make(3, 5, 1, 1, 1, 1, eta=None, budget=2**40)
     x.requires_grad_()
@@ -267,7 +271,7 @@ def test_auto_budget_default(monkeypatch: pytest.MonkeyPatch) -> None:
     m(x).backward(g)
     calls.clear()
     ya = auto(xa)
-    assert calls == [2] * 42  # auto budget 3360 B < one position (2 * 181 * 8 B)
+    assert calls == [2 * 42]  # the 4 MiB floor holds all 42 positions in one chunk
     ya.backward(g)
     torch.testing.assert_close(ya, m(x), rtol=0, atol=1e-12)
     assert xa.grad is not None and auto.weight.grad is not None

@@ -118,7 +118,8 @@ def test_gradients_reach_every_adder() -> None:
 def test_spec_facts(name: str) -> None:
     spec = op_spec(name)
     assert spec.family == "conv" and spec.heavy and not spec.zero
-    assert spec.batched is None and spec.takes_activation
+    assert spec.batched is not None and spec.batched_activated is not None
+    assert spec.takes_activation
     assert spec.layers == {AdderConv2d: ADDER_LAYER}
     layer = find_layer_spec(AdderConv2d(2, 2, 1))
     assert layer is ADDER_LAYER

@@ -195,3 +195,34 @@ def test_onnx_export_says_plainly_that_adder_layers_have_no_operator(tmp_path) -
     note = export_network_onnx(net, (1, 8, 8), tmp_path / "m.onnx")
     assert note is not None and "ONNX has no operator for AdderConv2d" in note
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("name, stride", [("adder_sep_conv_3x3", 1), ("adder_dil_conv_5x5", 2)])
+def test_batched_adder_op_is_its_edges_modules_and_scales_each_edge_alone(name, stride) -> None:
+    """The supernet form of an adder op for n edges (grouped adder layers) computes what n
+    per-edge modules with the same filters compute, and each edge's filter gradient gets
+    AdderNet's scale on its own, as its own module's would."""
+    from search_spaces.op_spec import op_spec
+
+    torch.manual_seed(0)
+    n, C = 3, 4
+    spec = op_spec(name)
+    batched = spec.batched(C, stride, n).double()
+    per_edge = PerEdge(name, C, stride, n).double()
+    adders = [m for m in batched.modules() if isinstance(m, AdderConv2d)]
+    for e, module in enumerate(per_edge.ops):
+        mine = [m for m in module.modules() if isinstance(m, AdderConv2d)]
+        assert len(mine) == len(adders)
+        with torch.no_grad():
+            for big, small in zip(adders, mine, strict=True):
+                small.weight.copy_(big.weight[e * C:(e + 1) * C])
+    x = torch.randn(2, C, 6, 6, dtype=torch.float64)
+    y_b, y_p = batched(SourceCache(x)), per_edge(SourceCache(x))
+    torch.testing.assert_close(y_b, y_p)
+    g = torch.randn_like(y_b)
+    y_b.backward(g)
+    y_p.backward(g)
+    for e, module in enumerate(per_edge.ops):
+        mine = [m for m in module.modules() if isinstance(m, AdderConv2d)]
+        for big, small in zip(adders, mine, strict=True):
+            torch.testing.assert_close(big.weight.grad[e * C:(e + 1) * C], small.weight.grad)

@@ -32,10 +32,11 @@ def predicted_latency(genotype: Any, hardware: str,
     samples to take its figure at face value (`latency.predictor.trust`)."""
     from latency.predictor.locate import how_to_make, load_for_space, locate_predictor
     from latency.predictor.trust import prediction_caution
-    from search_spaces.space import space_of
+    from search_spaces.activation_encoding import arch_encoding_space
 
     profile = load_profile(hardware)
-    space = space_of(genotype)
+    # the encoding that describes it: pairs and adder ops have their own (darts-act, ...)
+    space = arch_encoding_space(genotype)
     out: dict[str, Any] = {"hardware": profile.name, "label": profile.prediction_label,
                            "refers_to": space.describe_deployed(profile), "ms": None,
                            "caution": None}
