@@ -65,6 +65,24 @@ def test_measured_profile_records_how_it_was_measured(tmp_path) -> None:
     assert ref["groups"] == 1 and ref["median_ms"] == rows[0]["reference_ms"]
 
 
+def test_cpu_measures_activation_pairs(tmp_path) -> None:
+    """`nas profile --space darts-act` on the measured profile times the sampled pairs'
+    networks as built (SiLU, ELU, ... inside the convolutions), nothing modelled."""
+    from search_spaces.activation_encoding import activation_space
+    from search_spaces.activations import split_pair
+
+    space = activation_space(SPACE, ("silu", "elu"))
+    out = tmp_path / "cpu.darts-act.jsonl"
+    s = profile_hardware(load_profile("cpu"), space, out, samples=2, timing=FAST, log=quiet)
+    assert s.written == 2
+    rows = load_samples(out)
+    assert all(r["space"] == "darts-act" and r["source"] == "measured" for r in rows)
+    ops = [op for r in rows for cell in ("normal", "reduce") for op, _ in r["arch"][cell]]
+    convs = [op for op in ops if op.startswith(("sep", "dil"))]
+    assert convs and all(split_pair(op)[1] in ("silu", "elu") for op in convs)
+    assert all(0 < r["latency_ms"] < 10_000 and r["energy_mj"] > 0 for r in rows)
+
+
 def test_reference_drift_summary_by_hand() -> None:
     from latency.profiling import reference_drift
 
