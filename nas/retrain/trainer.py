@@ -27,6 +27,7 @@ from tqdm import tqdm
 from nas.data.batches import Batches
 from nas.data.registry import train_augment
 from nas.data.spec import DatasetSplits
+from nas.layer_state import advance_schedules, weight_decay_groups
 from nas.retrain.config import RetrainConfig
 from nas.retrain.networks import Arch, build_network
 from nas.run_dir import LOG, RunDir
@@ -84,8 +85,9 @@ class Retrainer:
         # torch's stubs for Module.to omit the memory_format keyword it accepts at runtime
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net  # type: ignore[call-overload]
         self.optimizer = torch.optim.SGD(
-            self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
+            weight_decay_groups(self.net, self.net.parameters(), cfg.weight_decay),
+            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov,
         )
         self.train_batches = Batches(
             data.train_x, data.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -161,6 +163,7 @@ class Retrainer:
             group["lr"] = lr
         drop_prob = drop_path_probability(cfg, self.epoch)
         net.drop_path_prob = drop_prob
+        advance_schedules(net, self.epoch, cfg.epochs)  # per-epoch layer schedules (EDE)
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         params = [p for p in net.parameters() if p.requires_grad]

@@ -21,6 +21,7 @@ import torch
 from nas.data.batches import Batches, cycle
 from nas.data.registry import load_dataset, train_augment
 from nas.data.spec import DatasetSplits
+from nas.layer_state import advance_schedules, weight_decay_groups
 from nas.run_dir import ARCH_LOG, LOG, RunDir
 from nas.search.architect import Architect, ArchLossTerm
 from nas.search.config import SearchConfig, activation_options, searched_space
@@ -106,8 +107,10 @@ class Search:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        # layers that keep their own parameters out of weight decay (DSQ's quantizers)
+        # are on the weight side of the bilevel split, in a group without it
         self.weight_optimizer = torch.optim.SGD(
-            model.weight_parameters(),
+            weight_decay_groups(model, model.weight_parameters(), cfg.weight_decay),
             lr=cfg.lr,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
@@ -195,6 +198,8 @@ class Search:
         assert model is not None
         t0 = time.perf_counter()
         lr = cosine_lr(self.epoch, cfg.epochs, cfg.lr, cfg.lr_min)
+        # per-epoch layer schedules (IR-Net's EDE) over the whole run, stages included
+        advance_schedules(model, self._global_epoch(), cfg.num_stages * cfg.epochs)
         rate = self.strategy.skip_dropout(cfg, self.stage, self.epoch)
         if rate is not None:
             model.set_skip_dropout(rate)
