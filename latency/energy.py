@@ -26,6 +26,9 @@ The model:
   (`PRECISION_ROWS`: fp32 -> fp32, fp16 -> fp16, bf16 -> fp16 (bf16 is approximated by
   the fp16 row, which the table has no bf16 figures for), int8 -> int8; accumulators
   are taken at the operands' format, so an int8 network's sums are int8 additions);
+* a layer below 32 bits (DSQ's k-bit, IR-Net's binary convolutions) has no row of its
+  own: its multiply-accumulate is costed as an int8 one scaled by its bit-operations,
+  (b_w x b_a) / 64 of the int8 multiply + add (`LOWBIT_ROW`), a model beside the table;
 * only the layers with a cost spec count (convolutions, linear layers, adder layers);
   batch-norm, activations, pooling and the cell sums are left out, as is every memory
   access, which in the same paper costs far more than the arithmetic (a 64-bit cache
@@ -67,7 +70,8 @@ PRECISION_ROWS: dict[str, str] = {
 #: What the figure is: the wording every output that shows it carries.
 ENERGY_LABEL = (
     "modelled: arithmetic energy of the layers with a cost spec (convolutions, linear, "
-    "adder layers), Horowitz ISSCC 2014 45 nm table, memory traffic not included"
+    "adder layers; low-bit MACs as int8 scaled by bit-operations), Horowitz ISSCC 2014 "
+    "45 nm table, memory traffic not included"
 )
 
 
@@ -109,14 +113,26 @@ def energy_row(precision: str) -> dict[str, float]:
     return HOROWITZ_45NM_PJ[row]
 
 
+#: A low-bit multiply-accumulate (weights or activations below 32 bits) is costed as an
+#: int8 one scaled by its bit-operations: (b_w x b_a) / 64 of the int8 multiply + add
+#: (a binary XNOR-popcount MAC is 1/64 of an int8 one). A model, not a table entry.
+LOWBIT_ROW = "int8"
+
+
 def arithmetic_energy(counts: OpCounts, precision: str) -> EnergyEstimate:
     """The modelled energy of `counts` at `precision`: a multiply-accumulate is one
-    multiply and one add, an adder-layer addition one add."""
+    multiply and one add, an adder-layer addition one add; a low-bit layer's MAC costs
+    the int8 MAC scaled by its bit-operations (`LOWBIT_ROW`)."""
     pj = energy_row(precision)
     multiplications = int(counts.macs)
     additions = int(counts.macs) + int(counts.additions)
+    lowbit = counts.lowbit_macs
+    int8 = HOROWITZ_45NM_PJ[LOWBIT_ROW]
+    lowbit_pj = sum(m * w * a / 64.0 for (w, a), m in counts.by_precision.items()
+                    if min(w, a) < 32) * (int8["mult"] + int8["add"])
     return EnergyEstimate(
-        pj=multiplications * pj["mult"] + additions * pj["add"],
+        pj=(multiplications - lowbit) * pj["mult"] + (additions - lowbit) * pj["add"]
+        + lowbit_pj,
         multiplications=multiplications,
         additions=additions,
         precision=precision,

@@ -143,6 +143,11 @@ Shape = Annotated[list[Annotated[int, Field(strict=True, gt=0)]],
 ActivationNames = Annotated[list[Annotated[str, StringConstraints(strict=True,
                                                                   pattern=r"^[a-z0-9_]+$")]],
                             _expect("a list of activation names (relu, silu, ...)")]
+#: deployed low-bit kernels: precision class -> compute speed-up over fp32
+LowbitSpeedups = Annotated[
+    dict[Literal["binary", "int2", "int4", "int8"], Annotated[
+        float, Field(strict=True, gt=0, allow_inf_nan=False)]],
+    _expect("a mapping of binary / int2 / int4 / int8 to a positive speed-up over fp32")]
 SpecNames = Annotated[list[str], _expect("a list of spec names"),
                       _spec_names(exclude=("sources", "estimates"))]
 SpecSources = Annotated[dict[str, Text],
@@ -190,6 +195,7 @@ class Specs(TypedDict, total=False):
     fold_batchnorm: Flag
     fuse_activation: Flag
     fused_activations: ActivationNames
+    lowbit_speedups: LowbitSpeedups
     cores: PositiveInt
     frequency_ghz: Positive
     flops_per_cycle: Positive

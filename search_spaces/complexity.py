@@ -20,7 +20,7 @@ the older single-field form, kept for code that only counts MACs::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -86,12 +86,20 @@ class OpCounts:
       low-bit papers compare (an fp32 MAC is 1024 of them, a 1-bit x 1-bit one 1).
       Additions are not included.
     - `params`: parameter elements (as `count_parameters`).
+    - `by_precision`: MACs per (weight bits, activation bits), e.g. {(32, 32): ...,
+      (4, 4): ..., (1, 1): ...}: what low-bit costing and `nas info` break down.
     """
 
     macs: int
     additions: int
     bops: int
     params: int
+    by_precision: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    @property
+    def lowbit_macs(self) -> int:
+        """MACs of layers below 32 bits (weights or activations)."""
+        return sum(m for (w, a), m in self.by_precision.items() if min(w, a) < 32)
 
 
 def _excluded(name: str, prefixes: Sequence[str]) -> bool:
@@ -216,17 +224,22 @@ def count_ops(
     sample (see `OpCounts`); the pass and the exclusions are those of `count_macs`, whose
     result equals `macs` here."""
     macs = additions = bops = 0
+    by_precision: dict[tuple[int, int], int] = {}
 
     def add(spec: LayerSpec, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         nonlocal macs, additions, bops
         m = int(spec.count(module, inputs, output))
+        w, a = spec.weight_bits_of(module), spec.act_bits_of(module)
         macs += m
         additions += spec.additions_of(module, inputs, output)
-        bops += m * spec.weight_bits_of(module) * spec.act_bits_of(module)
+        bops += m * w * a
+        if m:
+            by_precision[(w, a)] = by_precision.get((w, a), 0) + m
 
     _visit_owned_calls(model, input_shape, exclude_prefixes, add)
     return OpCounts(macs=macs, additions=additions, bops=bops,
-                    params=count_parameters(model, exclude_prefixes))
+                    params=count_parameters(model, exclude_prefixes),
+                    by_precision=by_precision)
 
 
 __all__ = [

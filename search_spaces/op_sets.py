@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import search_spaces.adder_ops  # noqa: F401  (registers the adder ops the "adder" set names)
+from search_spaces.binary_ops import BINARY_SET
+from search_spaces.dsq_ops import DSQ_SETS
 from search_spaces.errors import InputError, UnknownOperationError
 from search_spaces.op_spec import find_op_spec
 from search_spaces.ops import DARTS_PRIMITIVES
@@ -101,6 +103,12 @@ ADDER_SET: tuple[str, ...] = (
 
 register_op_set("darts", DARTS_PRIMITIVES)
 register_op_set("adder", ADDER_SET)
+# quantized candidates (issue 18): the DARTS convolutions in DSQ k-bit form, and IR-Net's
+# dense binary convolutions (no binarised depthwise conv); each set holds only those
+# convolutions, so it is joined with another one ("darts+dsq4+binary")
+for _name, _ops in DSQ_SETS.items():
+    register_op_set(_name, _ops)
+register_op_set("binary", BINARY_SET)
 
 
 __all__ = [

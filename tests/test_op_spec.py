@@ -198,7 +198,8 @@ def test_layer_costs_follow_the_layer_specs(precision, qconv_bytes, adder_bytes)
     model = nn.Sequential(ToyQConv(2, 3, 3), ToyAdder(3, 4))
     costs = layer_costs(model, (2, 4, 4), 1, precision, False, False)
     assert costs == [
-        LayerCost("0", "ToyQConv", "toyspec_lowbit", 2.0 * 864 * 0.5, qconv_bytes),
+        LayerCost("0", "ToyQConv", "toyspec_lowbit", 2.0 * 864 * 0.5, qconv_bytes,
+                  weight_bits=8, act_bits=4),
         LayerCost("1", "ToyAdder", "toyspec_adder", 384.0, adder_bytes),
     ]
 

@@ -102,6 +102,10 @@ class RooflineParams:
     fused_activations: frozenset[str] | None = None
     batch_size: int = 1
     precision: str = "fp32"
+    #: the device's deployed low-bit kernels: precision class ("binary", "int8", "int4",
+    #: "int2") -> speed-up of their compute over fp32 (`lowbit_class`; the profile's
+    #: `specs.lowbit_speedups`, published figures); a class without one runs at fp32 speed
+    lowbit_speedups: Mapping[str, float] = field(default_factory=dict, hash=False)
     #: compute efficiency of kernel kinds other than `depthwise` (default eff_compute;
     #: "adder" eff_compute / 2)
     kind_efficiency: Mapping[str, float] = field(default_factory=dict, hash=False)
@@ -152,6 +156,8 @@ class RooflineParams:
             fuse_activation=bool(specs["fuse_activation"]),
             fused_activations=(None if specs.get("fused_activations") is None
                                else frozenset(specs["fused_activations"])),
+            lowbit_speedups={k: float(v) for k, v in
+                             (specs.get("lowbit_speedups") or {}).items()},
             batch_size=int(settings["batch_size"]),
             precision=precision,
             kind_efficiency={k: float(v) for k, v in settings["kind_efficiency"].items()},
@@ -173,6 +179,9 @@ class RooflineParams:
 
     def time(self, cost: LayerCost) -> LayerTime:
         compute = cost.flops / (self.peak_flops * self.efficiency(cost.kind))
+        speedup = self.lowbit_speedups.get(lowbit_class(cost.weight_bits, cost.act_bits)
+                                           or "", 1.0)
+        compute /= speedup
         memory = cost.bytes / (self.bandwidth * self.eff_memory)
         total = max(compute, memory) + self.overhead_s
         return LayerTime(
@@ -187,6 +196,21 @@ class RooflineParams:
             ms=total * 1e3,
             bound="compute" if compute >= memory else "memory",
         )
+
+
+def lowbit_class(weight_bits: int, act_bits: int) -> str | None:
+    """The deployed kernel a layer of these precisions runs on: "binary" (XNOR-popcount,
+    1-bit weights and activations), "int2" / "int4" / "int8" (integer kernels of the
+    wider operand), or None for a full-precision layer."""
+    widest = max(weight_bits, act_bits)
+    if widest >= 32:
+        return None
+    if widest == 1:
+        return "binary"
+    for bits in (2, 4, 8):
+        if widest <= bits:
+            return f"int{bits}"
+    return None
 
 
 def activation_fusion_note(profile: HardwareProfile) -> str:

@@ -132,6 +132,9 @@ class LayerCost:
     kind: str  # one of KINDS
     flops: float
     bytes: float
+    #: precision of the owned layer's weights / input activations (32: full precision)
+    weight_bits: int = 32
+    act_bits: int = 32
 
 
 # ------------------------------------------------------------------------- recording
@@ -149,6 +152,8 @@ class _Raw:
     out_keys: list[int] = field(default_factory=list)
     activation: bool = False
     owned: bool = False  # a module with a layer spec: a kernel a BN / activation can join
+    weight_bits: int = 32
+    act_bits: int = 32
 
 
 def _float_tensors(obj: Any) -> list[torch.Tensor]:
@@ -284,10 +289,12 @@ def _fuse(raws: list[_Raw], fold_batchnorm: bool, fuse_activation: bool,
                 continue
         groups.append({"name": raw.name, "op": raw.op, "kind": raw.kind, "flops": raw.flops,
                        "bytes": raw.bytes, "bn": False, "act": False,
-                       "fusable": raw.owned or raw.kind in _FUSABLE_PRODUCERS})
+                       "fusable": raw.owned or raw.kind in _FUSABLE_PRODUCERS,
+                       "bits": (raw.weight_bits, raw.act_bits)})
         producer.update(dict.fromkeys(raw.out_keys, len(groups) - 1))
     return [
-        LayerCost(name=g["name"], op=g["op"], kind=g["kind"], flops=g["flops"], bytes=g["bytes"])
+        LayerCost(name=g["name"], op=g["op"], kind=g["kind"], flops=g["flops"], bytes=g["bytes"],
+                  weight_bits=g["bits"][0], act_bits=g["bits"][1])
         for g in groups
     ]
 
@@ -368,6 +375,8 @@ def layer_costs(
                 in_keys=[_key(t) for t in ins],
                 out_keys=[_key(t) for t in outs],
                 owned=True,
+                weight_bits=spec.weight_bits_of(module),
+                act_bits=spec.act_bits_of(module),
             ))
 
         return post

@@ -76,6 +76,9 @@ def network_size(arch: Any, dataset: str = "cifar10", channels: int | None = Non
             # MAC, and the adder layers' additions (`latency.energy` costs the same counts)
             "multiplications": counts.macs, "total_additions": counts.macs + counts.additions,
             "bit_operations": counts.bops,
+            # MACs per precision, "w4a4": 4-bit weights and activations (low-bit families)
+            "macs_by_precision": {f"w{w}a{a}": m for (w, a), m
+                                  in sorted(counts.by_precision.items(), reverse=True)},
             "low_bit": counts.bops != FLOAT_BOPS_PER_MAC * counts.macs}
 
 
@@ -101,4 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if result["low_bit"]:  # some layer below 32 bits: bit-operations tell them apart
         bops = result["bit_operations"]
         print(f"  bit-operations per image:             {bops:,} ({bops / 1e9:.2f}G)")
+        for precision, m in result["macs_by_precision"].items():
+            label = f"MACs at {precision}:"
+            print(f"    {label:<36}{m:,} ({m / 1e6:.1f}M)")
     return 0

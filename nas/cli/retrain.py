@@ -20,7 +20,13 @@ from nas.cli.resume import (
 )
 from nas.data.registry import dataset_names, load_dataset
 from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
-from nas.retrain.export import ONNX_FILE, STATE_DICT, export_network_onnx, save_state_dict
+from nas.retrain.export import (
+    ONNX_FILE,
+    STATE_DICT,
+    export_network_onnx,
+    onnx_contents,
+    save_state_dict,
+)
 from nas.retrain.networks import Arch, load_arch, resolve_arch, save_arch
 from nas.retrain.report import (
     format_report,
@@ -260,6 +266,8 @@ def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genot
             net, shape, None if onnx_note else run_dir.path / ONNX_FILE)
     if onnx_note:
         report["onnx_note"] = onnx_note
+    elif onnx_contents(net):
+        report["onnx_holds"] = onnx_contents(net)
     report["files"] = files + [REPORT_FILE, "log.jsonl", "checkpoint.pt", "config.json"]
     run_dir.write_json(REPORT_FILE, report)
     return report

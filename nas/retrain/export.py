@@ -32,6 +32,14 @@ def save_state_dict(net: nn.Module, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def onnx_contents(net: nn.Module) -> str | None:
+    """What an ONNX file of `net` holds when that is not simply the network: layers that
+    declare ``onnx_holds`` (fake-quantized DSQ, binary IR-Net as float operations)."""
+    said = sorted({str(m.onnx_holds) for m in net.modules()
+                   if getattr(m, "onnx_holds", None)})
+    return "; ".join(said) if said else None
+
+
 def export_network_onnx(net: nn.Module, input_shape: tuple[int, ...], path: Path) -> str | None:
     """Write the ONNX file; returns why not when ONNX support is missing (not an error:
     the state dict is the primary artifact and the extra is optional), or when a layer

@@ -118,4 +118,6 @@ def format_report(r: dict[str, Any]) -> str:
     lines.append(f"  files: {files}")
     if r.get("onnx_note"):
         lines.append(f"  (no ONNX file: {r['onnx_note']})")
+    if r.get("onnx_holds"):
+        lines.append(f"  (model.onnx holds {r['onnx_holds']})")
     return "\n".join(lines)

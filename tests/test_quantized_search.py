@@ -1,0 +1,149 @@
+"""Quantized (DSQ k-bit) and binary (IR-Net) candidates in the search and retraining: op
+sets, per-epoch schedules, parameter groups, low-bit costing and energy, `nas info`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from latency.energy import architecture_energy, network_energy
+from latency.hardware import load_profile
+from latency.simulate.roofline import lowbit_class, simulate_latency
+from nas.cli.main import main
+from nas.run_dir import RunDir
+from nas.search.config import preset_config
+from nas.search.driver import Search
+from search_spaces.dsq import DSQConv2d, quantizer_parameters
+from search_spaces.dsq_ops import quantized_form
+from search_spaces.genotype_library import DARTS_V2
+from search_spaces.irnet import IRConv2d, ede_schedule
+from search_spaces.op_sets import resolve_op_sets
+from search_spaces.space import get_space
+
+DARTS = get_space("darts")
+TO_BINARY = {"sep_conv_3x3": "binary_conv_3x3", "sep_conv_5x5": "binary_conv_5x5",
+             "dil_conv_3x3": "binary_conv_3x3", "dil_conv_5x5": "binary_conv_5x5"}
+BINARY_V2 = DARTS.rename_ops(DARTS_V2, lambda op: TO_BINARY.get(op, op))
+DSQ4_V2 = DARTS.rename_ops(DARTS_V2, lambda op: quantized_form(op, 4))
+
+
+def test_named_sets_compose() -> None:
+    ops = resolve_op_sets("darts+dsq4+binary")
+    assert ops[:8] == DARTS.op_names
+    assert ops[8:] == ("dsq4_sep_conv_3x3", "dsq4_sep_conv_5x5", "dsq4_dil_conv_3x3",
+                       "dsq4_dil_conv_5x5", "binary_conv_3x3", "binary_conv_5x5")
+    assert get_space("darts.darts+dsq4+binary").encoding_size == 2 * 14 * 14
+
+
+def test_lowbit_class_by_precision() -> None:
+    assert lowbit_class(32, 32) is None and lowbit_class(1, 1) == "binary"
+    assert lowbit_class(4, 4) == "int4" and lowbit_class(2, 8) == "int8"
+    assert lowbit_class(3, 3) == "int4"
+
+
+def float_twin(net: nn.Module) -> nn.Module:
+    """The same network with every IRConv2d / DSQConv2d an ordinary nn.Conv2d."""
+    for name, child in net.named_children():
+        if isinstance(child, (IRConv2d, DSQConv2d)):
+            conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
+                             child.stride, child.padding, child.dilation, child.groups,
+                             bias=child.bias is not None)
+            setattr(net, name, conv)
+        else:
+            float_twin(child)
+    return net
+
+
+@pytest.mark.parametrize("profile_name", ["raspi4", "pixel4"])
+def test_on_arm_binary_and_dsq_convolutions_beat_the_same_network_in_float(
+        profile_name) -> None:
+    """Simulated: the deployed network with binary (or 4-bit) convolutions against the
+    same network with those layers in float, on the ARM profiles' low-bit kernels."""
+    profile = load_profile(profile_name)
+    for genotype in (BINARY_V2, DSQ4_V2):
+        net, shape = DARTS.deployed_network(genotype, profile)
+        low = simulate_latency(net, shape, profile)
+        e_low = network_energy(net, shape, profile.precision)
+        twin = float_twin(net)
+        flt = simulate_latency(twin, shape, profile)
+        e_flt = network_energy(twin, shape, profile.precision)
+        assert low.ms < 0.85 * flt.ms, (profile_name, low.ms, flt.ms)
+        assert e_low.pj < 0.7 * e_flt.pj
+        assert e_low.label.startswith("modelled")
+
+
+def test_gpu_profiles_without_lowbit_kernels_run_them_at_float_speed() -> None:
+    profile = load_profile("p100")
+    net, shape = DARTS.deployed_network(BINARY_V2, profile)
+    binary = {t.name: t for t in simulate_latency(net, shape, profile).per_layer
+              if t.op.startswith("IRConv2d")}
+    twin = {t.name: t for t in simulate_latency(float_twin(net), shape, profile).per_layer
+            if t.name in binary}
+    assert binary and set(twin) == set(binary)
+    for name, t in binary.items():  # same compute; only the bytes moved are fewer
+        assert t.compute_ms == pytest.approx(twin[name].compute_ms)
+        assert t.memory_ms < twin[name].memory_ms
+
+
+def test_binary_ops_get_their_epoch_schedule_and_dsq_its_own_parameter_group(tmp_path) -> None:
+    cfg = preset_config("darts", "small").with_overrides(
+        init_channels=4, layers=3, epochs=2, batch_size=16, data_limit=32, seed=0,
+        ops="darts+dsq4+binary")
+    search = Search(cfg, RunDir.create(tmp_path / "s", {"search": cfg.to_dict()}),
+                    log=lambda m: None)
+    search.run_all()
+    model = search.model
+    t, k = ede_schedule(1, 2)  # the last epoch's values
+    irconvs = [m for m in model.modules() if isinstance(m, IRConv2d)]
+    assert irconvs and all(float(m.t) == pytest.approx(t) and float(m.k) == pytest.approx(k)
+                           for m in irconvs)
+    groups = search.weight_optimizer.param_groups
+    free = [g for g in groups if g["weight_decay"] == 0.0]
+    assert len(free) == 1
+    assert {id(p) for p in free[0]["params"]} == {id(p) for p in quantizer_parameters(model)}
+    assert not {id(p) for p in free[0]["params"]} & {id(p) for p in model.arch_parameters()}
+
+
+def test_search_retrain_and_info_with_quantized_candidates(tmp_path, capsys) -> None:
+    code = main(["search", "--space", "darts", "--ops", "darts+dsq4+binary", "--epochs", "1",
+                 "--channels", "4", "--layers", "3", "--limit", "32", "--out",
+                 str(tmp_path / "s"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["genotype"]
+    DARTS.save(BINARY_V2, tmp_path / "b.json")
+    code = main(["retrain", "--genotype", str(tmp_path / "b.json"), "--epochs", "1",
+                 "--channels", "4", "--layers", "3", "--limit", "32", "--batch-size", "16",
+                 "--no-measure", "--hardware", "raspi4", "--out", str(tmp_path / "r"),
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert 0 <= report["test_acc"] <= 1
+    if "onnx_note" not in report:  # the onnx extra is installed: the file is float ops
+        assert "binary layers as float operations" in report["onnx_holds"]
+    code = main(["info", str(tmp_path / "b.json"), "--dataset", "digits", "--json"])
+    info = json.loads(capsys.readouterr()[0])
+    assert code == 0 and "w1a1" in info["macs_by_precision"]
+    assert info["bit_operations"] == sum(
+        m * int(p[1:p.index("a")]) * int(p[p.index("a") + 1:])
+        for p, m in info["macs_by_precision"].items())
+
+
+def test_energy_of_quantized_genotypes_follows_their_bit_operations() -> None:
+    profile = load_profile("raspi4")
+    base = architecture_energy(DARTS_V2, profile)
+    dsq = architecture_energy(DSQ4_V2, profile)
+    assert dsq.pj < base.pj
+    # the conv MACs moved to 4 bits cost int8 (0.2 + 0.03 pJ) x 16/64 each
+    net, shape = DARTS.deployed_network(DSQ4_V2, profile)
+    from search_spaces.complexity import count_ops
+
+    counts = count_ops(net, shape)
+    low = counts.by_precision[(4, 4)]
+    expected = (counts.macs - low) * (3.7 + 0.9) + low * (0.2 + 0.03) * 16 / 64
+    assert dsq.pj == pytest.approx(expected)
+    assert torch.isfinite(torch.tensor(dsq.pj))
