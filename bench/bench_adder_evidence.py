@@ -109,9 +109,11 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for arm in ARMS:
         mine = [r for r in runs if r["arm"] == arm]
-        out[arm] = {k: {"mean": statistics.fmean(float(r[k]) for r in mine),
+        if not mine:
+            continue
+        out[arm] = {"seeds": len(mine), **{k: {"mean": statistics.fmean(float(r[k]) for r in mine),
                         "sd": statistics.stdev(float(r[k]) for r in mine)
-                        if len(mine) > 1 else None} for k in keys}
+                        if len(mine) > 1 else None} for k in keys}}
     return out
 
 
