@@ -125,6 +125,8 @@ def main() -> int:
     ap.add_argument("--retrain-epochs", type=int, default=8)
     ap.add_argument("--limit", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of "
+                    + ", ".join(ARMS))
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
     if not a.data.is_dir():
@@ -133,7 +135,11 @@ def main() -> int:
     start, load_start = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        jobs = [(arm, s) for s in seeds for arm in ARMS]
+        arms = [arm for arm in a.arms.split(",") if arm]
+        unknown = sorted(set(arms) - set(ARMS))
+        if unknown:
+            raise SystemExit(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
+        jobs = [(arm, s) for s in seeds for arm in arms]
         with ThreadPoolExecutor(max_workers=a.jobs) as pool:
             runs = list(pool.map(lambda j: one(j[0], j[1], a, tmp), jobs))
         costs(runs)

@@ -99,15 +99,6 @@ def _constants(alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.log(2.0 / alpha - 1.0), 1.0 / (1.0 - alpha)
 
 
-def _interval(x: torch.Tensor, l: torch.Tensor, delta: torch.Tensor, levels: int
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(t, i): the position (x_c - l) / Delta of the clipped x in [0, n], and its interval
-    index i = floor(t) in [0, n - 1]."""
-    t = ((x - l) / delta).clamp(0.0, float(levels))
-    i = torch.floor(t).clamp(max=float(levels - 1))
-    return t, i
-
-
 def soft_quantize(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
                   alpha: torch.Tensor, bits: int) -> torch.Tensor:
     """The soft quantizer Q_S with ordinary tensor ops (i detached); autograd gives the
@@ -128,12 +119,15 @@ def hard_quantize(x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor,
                   alpha: torch.Tensor, bits: int) -> torch.Tensor:
     """The hard quantizer Q_H: the grid value l + j Delta nearest to clip(x, l, u) (a
     midpoint rounds up). alpha does not change it (sgn(phi) is the sign of x_c - m_i);
-    it is taken for symmetry with `soft_quantize`."""
+    it is taken for symmetry with `soft_quantize`.
+
+    j = floor(t + 1/2) with t = clip((x - l) / Delta, 0, n) is the interval index i plus
+    one from the midpoint on (t = n gives j = n), written as in-place passes over one
+    buffer: this runs on every activation of every DSQ layer."""
     levels = 2**bits - 1
     delta = (upper - lower) / levels
-    t, i = _interval(x, lower, delta, levels)
-    j = i + (t - i >= 0.5).to(t.dtype)
-    return lower + j * delta
+    j = (x - lower).div_(delta).clamp_(0.0, float(levels)).add_(0.5).floor_()
+    return j.mul_(delta).add_(lower)
 
 
 class DSQFunction(torch.autograd.Function):
@@ -152,6 +146,10 @@ class DSQFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        # Fewer full-size passes than the formulas in the module docstring spell out:
+        # inside [l, u], dQ/dl = 1 - dQ/du - dQ/dx, so grad_l = sum(g) - grad_u -
+        # sum(grad_x) holds everywhere (below l: 1 - 0 - 0; above u: 1 - 1 - 0) and no
+        # per-element dQ/dl is formed.
         (g,) = grads
         x, lower, upper, alpha = ctx.saved_tensors
         levels = 2**ctx.bits - 1
@@ -160,32 +158,35 @@ class DSQFunction(torch.autograd.Function):
         l_, u_, a_ = lower.to(dt), upper.to(dt), alpha.to(dt)
         delta = (u_ - l_) / levels
         c, s = _constants(a_)
-        t, i = _interval(xf, l_, delta, levels)
-        r = t - i - 0.5  # position in the interval, -1/2 .. 1/2
+        t = (xf - l_) / delta
+        above = t > float(levels)
+        outside = (t < 0.0).logical_or_(above)
+        g_in = gf.masked_fill(outside, 0.0)  # the upstream gradient where Q depends on x
+        t.clamp_(0.0, float(levels))
+        i = torch.floor(t).clamp_(max=float(levels - 1))
+        r = t - i
+        r.sub_(0.5)  # position in the interval, -1/2 .. 1/2
         tanh = torch.tanh(c * r)
-        sech2 = 1.0 - tanh * tanh
-        d = s * c * sech2 / 2.0  # dQ/dx inside [l, u]
-        below, above = xf < l_, xf > u_
-        inside = ~(below | above)
-        zero = torch.zeros((), dtype=dt, device=x.device)
+        d = (tanh * tanh).neg_().add_(1.0).mul_(s * c / 2.0)  # dQ/dx inside [l, u]
 
         grad_x = grad_l = grad_u = grad_a = None
         needs = ctx.needs_input_grad
+        gx = g_in * d
         if needs[0]:
-            grad_x = torch.where(inside, gf * d, zero).to(x.dtype)
+            grad_x = gx.to(x.dtype)
         if needs[1] or needs[2]:
-            a_term = (i + 0.5 + s * tanh / 2.0) / levels
-            dl = torch.where(inside, 1.0 - a_term + d * (t / levels - 1.0),
-                             below.to(dt))
-            du = torch.where(inside, a_term - d * t / levels, above.to(dt))
-            if needs[1]:
-                grad_l = (gf * dl).sum().reshape(lower.shape).to(lower.dtype)
+            # inside: dQ/du = (i + 1/2 + s T / 2 - d t) / n; above u: 1; below l: 0
+            du = i.add_(0.5).add_(tanh * (s / 2.0)).sub_(d * t).div_(levels)
+            g_u = (g_in * du).sum() + gf.masked_fill(~above, 0.0).sum()
             if needs[2]:
-                grad_u = (gf * du).sum().reshape(upper.shape).to(upper.dtype)
+                grad_u = g_u.reshape(upper.shape).to(upper.dtype)
+            if needs[1]:
+                grad_l = (gf.sum() - g_u - gx.sum()).reshape(lower.shape).to(lower.dtype)
         if needs[3]:
-            da = (delta / 2.0) * (s * s * tanh
-                                  - s * sech2 * r * 2.0 / (a_ * (2.0 - a_)))
-            grad_a = (gf * torch.where(inside, da, zero)).sum()
+            # dQ/dalpha = (Delta/2) (s^2 T - s (1 - T^2) r * 2 / (alpha (2 - alpha)));
+            # s (1 - T^2) = d * 2 / c
+            da = tanh.mul_(s * s).sub_(d.mul_(r).mul_(4.0 / (c * a_ * (2.0 - a_))))
+            grad_a = (g_in * da).sum().mul(delta / 2.0)
             grad_a = grad_a.reshape(alpha.shape).to(alpha.dtype)
         return grad_x, grad_l, grad_u, grad_a, None
 
