@@ -17,36 +17,43 @@ and on the `raspi4` and `p100` profiles the modelled energy (`latency.energy`: a
 Horowitz 45 nm table) and the simulated latency (roofline, adder layers at the device's
 add rate) of the deployed network: all MODELLED, none measured.
 
-    python bench/bench_adder_evidence.py [--seeds 0,1,2 --epochs 3 --retrain-epochs 8
-        --limit 1000 --jobs 2]
+    python bench/bench_adder_evidence.py [--seeds 0,1,2 --epochs 2 --retrain-epochs 5
+        --limit 1000 --jobs 2 --arms float,adder,searched --resume]
 
-Writes bench/results_adder_evidence.json (run directories under a temporary folder).
+Writes bench/results_adder_evidence.json; each run is also appended to
+bench/results_adder_evidence.runs.jsonl as it finishes (``--resume`` continues).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench_factorised_evidence import DATA, nas  # noqa: E402
+from evidence_runs import (  # noqa: E402
+    Run,
+    add_common_arguments,
+    data_arguments,
+    nas,
+    parse_jobs,
+    run_jobs,
+    write_results,
+)
 
 OUT = Path(__file__).with_name("results_adder_evidence.json")
 ARMS = ("float", "adder", "searched")
 PROFILES = ("raspi4", "p100")
+KEYS = ("test_acc", "params", "multiplications", "additions",
+        *(f"{p}_{k}" for p in PROFILES for k in ("energy_mj", "simulated_ms")))
 
 
-def genotype_file(arm: str, tmp: Path) -> Path:
+def genotype_file(arm: str, folder: Path) -> Path:
     """DARTS_V2 (float) or its adder form, as a genotype.json."""
     from search_spaces.adder_ops import adder_form
     from search_spaces.genotype_library import DARTS_V2
@@ -54,108 +61,72 @@ def genotype_file(arm: str, tmp: Path) -> Path:
 
     space = get_space("darts")
     g = DARTS_V2 if arm == "float" else space.rename_ops(DARTS_V2, adder_form)
-    return space.save(g, tmp / f"{arm}.json")
+    return space.save(g, folder / f"{arm}.json")
 
 
-def one(arm: str, seed: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    common = ["--dataset", "cifar10", "--data-dir", str(a.data), "--limit", str(a.limit),
-              "--seed", str(seed)]
+def one(arm: str, seed: int, a: argparse.Namespace, folder: Path) -> Run:
+    common = data_arguments(a, seed)
     t0 = time.perf_counter()
     search: dict[str, Any] = {}
     if arm == "searched":
-        source = tmp / f"search-{seed}"
+        source = folder / f"search-{seed}"
         search = nas(["search", "--space", "darts", "--ops", "darts+adder", "--preset",
                       "small", "--epochs", str(a.epochs), "--out", str(source), *common])
     else:
-        source = genotype_file(arm, tmp)
+        source = genotype_file(arm, folder)
     t1 = time.perf_counter()
     retrain = nas(["retrain", "--genotype", str(source), "--preset", "small", "--epochs",
                    str(a.retrain_epochs), "--no-measure",
-                   "--out", str(tmp / f"retrain-{arm}-{seed}"), *common])
+                   "--out", str(folder / f"retrain-{arm}-{seed}"), *common])
     t2 = time.perf_counter()
-    genotype = retrain["genotype"] if "genotype" in retrain else search.get("genotype")
     print(f"{arm:8s} seed {seed}: retrain test {retrain['test_acc']:.3f} ({t2 - t1:.0f} s"
           f"{f', search {t1 - t0:.0f} s' if search else ''})", file=sys.stderr, flush=True)
-    return {"arm": arm, "seed": seed, "genotype": genotype, "source": str(source),
-            "search_val_acc": search.get("final_val_acc"), "search_seconds": t1 - t0,
+    return {"arm": arm, "seed": seed, "source": str(source),
+            "search_val_acc": search.get("final_val_acc"),
+            "search_seconds": t1 - t0 if search else None,
             "test_acc": retrain["test_acc"], "test_images": retrain["test_images"],
             "params": retrain["params"], "retrain_seconds": t2 - t1}
 
 
-def costs(runs: list[dict[str, Any]]) -> None:
+def costs(run: Run) -> None:
     """Counts of the retrained network, and modelled energy / simulated latency of the
-    deployed networks, per run."""
+    deployed network."""
     from latency.energy import architecture_energy
     from latency.hardware import load_profile
     from latency.simulate import simulate_genotype
     from nas.cli.info import network_size
     from search_spaces.space import load_architecture
 
-    for run in runs:
-        g = load_architecture(run["source"])
-        size = network_size(g, "cifar10", channels=16, layers=8)
-        run.update({"multiplications": size["multiplications"],
-                    "additions": size["total_additions"],
-                    "adder_additions": size["additions"], "genotype": g.to_dict()})
-        for name in PROFILES:
-            profile = load_profile(name)
-            run[f"{name}_energy_mj"] = architecture_energy(g, profile).mj
-            run[f"{name}_simulated_ms"] = simulate_genotype(g, profile).ms
-
-
-def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("test_acc", "params", "multiplications", "additions",
-            *(f"{p}_{k}" for p in PROFILES for k in ("energy_mj", "simulated_ms")))
-    out: dict[str, Any] = {}
-    for arm in ARMS:
-        mine = [r for r in runs if r["arm"] == arm]
-        if not mine:
-            continue
-        out[arm] = {"seeds": len(mine), **{k: {"mean": statistics.fmean(float(r[k]) for r in mine),
-                        "sd": statistics.stdev(float(r[k]) for r in mine)
-                        if len(mine) > 1 else None} for k in keys}}
-    return out
+    g = load_architecture(run["source"])
+    size = network_size(g, "cifar10", channels=16, layers=8)
+    run.update({"multiplications": size["multiplications"],
+                "additions": size["total_additions"],
+                "adder_additions": size["additions"], "genotype": g.to_dict()})
+    for name in PROFILES:
+        profile = load_profile(name)
+        run[f"{name}_energy_mj"] = architecture_energy(g, profile).mj
+        run[f"{name}_simulated_ms"] = simulate_genotype(g, profile).ms
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--retrain-epochs", type=int, default=8)
-    ap.add_argument("--limit", type=int, default=1000)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of "
-                    + ", ".join(ARMS))
-    ap.add_argument("--out", type=Path, default=OUT)
+    add_common_arguments(ap, ARMS, epochs=2, retrain_epochs=5, limit=1000, out=OUT)
     a = ap.parse_args()
     if not a.data.is_dir():
         raise SystemExit(f"no CIFAR-10 batches at {a.data}")
-    seeds = [int(s) for s in a.seeds.split(",")]
+    folder = a.runs_dir or Path(tempfile.gettempdir()) / "nas-evidence" / a.out.stem
+    folder.mkdir(parents=True, exist_ok=True)
     start, load_start = time.perf_counter(), os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        arms = [arm for arm in a.arms.split(",") if arm]
-        unknown = sorted(set(arms) - set(ARMS))
-        if unknown:
-            raise SystemExit(f"unknown arm(s) {', '.join(unknown)}: choose from {', '.join(ARMS)}")
-        jobs = [(arm, s) for s in seeds for arm in arms]
-        with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-            runs = list(pool.map(lambda j: one(j[0], j[1], a, tmp), jobs))
-        costs(runs)
-    result = {"command": "python bench/bench_adder_evidence.py " + " ".join(sys.argv[1:]),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "threads_per_run": 1, "jobs": a.jobs,
-                          "load_average_at_start": load_start,
-                          "load_average_at_end": os.getloadavg()},
-              "budget": {"search_epochs": a.epochs, "retrain_epochs": a.retrain_epochs,
-                         "training_images": a.limit, "search_preset": "small",
-                         "retrain_preset": "small"},
-              "labels": {"energy": "modelled (latency.energy)",
-                         "simulated_ms": "simulated (roofline)"},
-              "wall_s": time.perf_counter() - start, "summary": summary(runs), "runs": runs}
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["summary"], indent=1))
+    run_jobs(parse_jobs(a, ARMS), lambda arm, seed: one(arm, seed, a, folder), costs, a)
+    result = write_results(
+        a, "bench_adder_evidence.py", ARMS, KEYS,
+        {"labels": {"energy": "modelled (latency.energy)",
+                    "simulated_ms": "simulated (roofline)"}},
+        load_start, start)
+    for arm, row in result["summary"].items():
+        acc = row["test_acc"]
+        sd = f" (sd {acc['sd']:.3f})" if acc["sd"] is not None else ""
+        print(f"{arm:8s} seeds {row['seeds']}: test {acc['mean']:.3f}{sd}")
     return 0
 
 

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,17 +43,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "cifar10-subset" / "cifar-10-batches-py"
+from evidence_runs import DATA, nas  # noqa: E402
+
 OUT = Path(__file__).with_name("results_factorised_evidence.json")
 ARMS = {"plain": [], "factorised": ["--activations", "all"]}
-
-
-def nas(args: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "nas.cli.main", "--threads", "1", *args, "--json"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-1500:]}")
-    return json.loads(proc.stdout)
 
 
 def one(arm: str, seed: int, a: argparse.Namespace, tmp: Path) -> dict[str, Any]:

@@ -16,42 +16,25 @@ import sys
 import time
 from pathlib import Path
 
-from torch import nn
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = Path(__file__).with_name("results_lowbit_costs.json")
-TO_BINARY = {"sep_conv_3x3": "binary_conv_3x3", "sep_conv_5x5": "binary_conv_5x5",
-             "dil_conv_3x3": "binary_conv_3x3", "dil_conv_5x5": "binary_conv_5x5"}
-
-
-def float_twin(net: nn.Module) -> nn.Module:
-    from search_spaces.dsq import DSQConv2d
-    from search_spaces.irnet import IRConv2d
-
-    for name, child in net.named_children():
-        if isinstance(child, (IRConv2d, DSQConv2d)):
-            setattr(net, name, nn.Conv2d(child.in_channels, child.out_channels,
-                                         child.kernel_size, child.stride, child.padding,
-                                         child.dilation, child.groups,
-                                         bias=child.bias is not None))
-        else:
-            float_twin(child)
-    return net
 
 
 def main() -> int:
     from latency.energy import network_energy
     from latency.hardware import load_profile
     from latency.simulate.roofline import simulate_latency
+    from search_spaces.binary_ops import binary_form
     from search_spaces.dsq_ops import quantized_form
+    from search_spaces.float_twin import float_twin
     from search_spaces.genotype_library import DARTS_V2
     from search_spaces.space import get_space
 
     space = get_space("darts")
     forms = {f"dsq{b}": space.rename_ops(DARTS_V2, lambda op, b=b: quantized_form(op, b))
              for b in (8, 4, 2)}
-    forms["binary"] = space.rename_ops(DARTS_V2, lambda op: TO_BINARY.get(op, op))
+    forms["binary"] = space.rename_ops(DARTS_V2, binary_form)
     start, rows = time.perf_counter(), []
     for name in ("raspi4", "pixel4", "p100"):
         profile = load_profile(name)

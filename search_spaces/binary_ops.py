@@ -78,5 +78,21 @@ for _op in BINARY_OP_SPECS:
 #: The binary ops, for an op set (registered elsewhere).
 BINARY_SET: tuple[str, ...] = ("binary_conv_3x3", "binary_conv_5x5")
 
+#: A DARTS convolution -> the binary op of its kernel size. There is no binary depthwise
+#: convolution, so a separable or dilated conv becomes the dense binary conv with the same
+#: k x k kernel (its 1x1 pointwise part folded in); dilation is dropped.
+_BINARY_MIRROR = {"sep_conv_3x3": "binary_conv_3x3", "sep_conv_5x5": "binary_conv_5x5",
+                  "dil_conv_3x3": "binary_conv_3x3", "dil_conv_5x5": "binary_conv_5x5"}
 
-__all__ = ["BINARY_OP_SPECS", "BINARY_SET", "BinaryConvBlock"]
+
+def binary_form(name: str) -> str:
+    """The binary op that stands in for DARTS convolution `name` ("sep_conv_3x3" ->
+    "binary_conv_3x3", see `_BINARY_MIRROR`); any other name unchanged. Binary ops take
+    no activation, so a pair ("sep_conv_3x3/silu") is refused rather than silently
+    losing its activation."""
+    if "/" in name and name.partition("/")[0] in _BINARY_MIRROR:
+        raise ValueError(f"{name!r}: binary ops take no activation choice")
+    return _BINARY_MIRROR.get(name, name)
+
+
+__all__ = ["BINARY_OP_SPECS", "BINARY_SET", "BinaryConvBlock", "binary_form"]

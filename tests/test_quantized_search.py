@@ -16,17 +16,17 @@ from nas.cli.main import main
 from nas.run_dir import RunDir
 from nas.search.config import preset_config
 from nas.search.driver import Search
+from search_spaces.binary_ops import binary_form
 from search_spaces.dsq import DSQConv2d, quantizer_parameters
 from search_spaces.dsq_ops import quantized_form
+from search_spaces.float_twin import float_twin
 from search_spaces.genotype_library import DARTS_V2
 from search_spaces.irnet import IRConv2d, ede_schedule
 from search_spaces.op_sets import resolve_op_sets
 from search_spaces.space import get_space
 
 DARTS = get_space("darts")
-TO_BINARY = {"sep_conv_3x3": "binary_conv_3x3", "sep_conv_5x5": "binary_conv_5x5",
-             "dil_conv_3x3": "binary_conv_3x3", "dil_conv_5x5": "binary_conv_5x5"}
-BINARY_V2 = DARTS.rename_ops(DARTS_V2, lambda op: TO_BINARY.get(op, op))
+BINARY_V2 = DARTS.rename_ops(DARTS_V2, binary_form)
 DSQ4_V2 = DARTS.rename_ops(DARTS_V2, lambda op: quantized_form(op, 4))
 
 
@@ -38,23 +38,28 @@ def test_named_sets_compose() -> None:
     assert get_space("darts.darts+dsq4+binary").encoding_size == 2 * 14 * 14
 
 
+def test_binary_form_maps_by_kernel_and_refuses_an_activation_pair() -> None:
+    assert binary_form("sep_conv_5x5") == "binary_conv_5x5"
+    assert binary_form("dil_conv_3x3") == "binary_conv_3x3"
+    assert binary_form("skip_connect") == "skip_connect"
+    with pytest.raises(ValueError, match="no activation"):
+        binary_form("sep_conv_3x3/silu")
+
+
+def test_float_twin_keeps_shapes_and_drops_only_the_low_bit_convolutions() -> None:
+    net, _ = DARTS.deployed_network(BINARY_V2, load_profile("raspi4"))
+    shapes = [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.groups)
+              for m in net.modules() if isinstance(m, nn.Conv2d)]
+    twin = float_twin(net)
+    assert not any(isinstance(m, (IRConv2d, DSQConv2d)) for m in twin.modules())
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.groups)
+            for m in twin.modules() if isinstance(m, nn.Conv2d)] == shapes
+
+
 def test_lowbit_class_by_precision() -> None:
     assert lowbit_class(32, 32) is None and lowbit_class(1, 1) == "binary"
     assert lowbit_class(4, 4) == "int4" and lowbit_class(2, 8) == "int8"
     assert lowbit_class(3, 3) == "int4"
-
-
-def float_twin(net: nn.Module) -> nn.Module:
-    """The same network with every IRConv2d / DSQConv2d an ordinary nn.Conv2d."""
-    for name, child in net.named_children():
-        if isinstance(child, (IRConv2d, DSQConv2d)):
-            conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size,
-                             child.stride, child.padding, child.dilation, child.groups,
-                             bias=child.bias is not None)
-            setattr(net, name, conv)
-        else:
-            float_twin(child)
-    return net
 
 
 @pytest.mark.parametrize("profile_name", ["raspi4", "pixel4"])
