@@ -18,16 +18,26 @@ from search_spaces.irnet import IRConv2d
 LOW_BIT_CONVS: tuple[type[nn.Conv2d], ...] = (DSQConv2d, IRConv2d)
 
 
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    return size[0], size[1]
+
+
+def _plain_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A float `nn.Conv2d` with `conv`'s shape."""
+    pair = _pair
+    padding = conv.padding if isinstance(conv.padding, str) else pair(conv.padding)
+    return nn.Conv2d(conv.in_channels, conv.out_channels, pair(conv.kernel_size),
+                     pair(conv.stride), padding, pair(conv.dilation), conv.groups,
+                     bias=conv.bias is not None)
+
+
 def float_twin(net: nn.Module) -> nn.Module:
     """`net` with every low-bit convolution replaced, in place, by a fresh float
     `nn.Conv2d` of the same shape (weights are not copied: the twin is for counting and
     costing); returns `net`."""
     for name, child in net.named_children():
         if isinstance(child, LOW_BIT_CONVS):
-            setattr(net, name, nn.Conv2d(child.in_channels, child.out_channels,
-                                         child.kernel_size, child.stride, child.padding,
-                                         child.dilation, child.groups,
-                                         bias=child.bias is not None))
+            setattr(net, name, _plain_conv(child))
         else:
             float_twin(child)
     return net
