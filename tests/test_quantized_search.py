@@ -152,3 +152,58 @@ def test_energy_of_quantized_genotypes_follows_their_bit_operations() -> None:
     expected = (counts.macs - low) * (3.7 + 0.9) + low * (0.2 + 0.03) * 16 / 64
     assert dsq.pj == pytest.approx(expected)
     assert torch.isfinite(torch.tensor(dsq.pj))
+
+
+def _kill_at_checkpoint(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    """Raise KeyboardInterrupt in the n-th checkpoint save (the first is before epoch 1):
+    that epoch is logged, its checkpoint never written."""
+    real = RunDir.save_checkpoint
+    calls = {"n": 0}
+
+    def save(self: RunDir, state: dict) -> None:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        real(self, state)
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save)
+
+
+LOWBIT_TINY = ["--epochs", "3", "--channels", "4", "--layers", "3", "--limit", "32",
+               "--batch-size", "16"]
+
+
+@pytest.mark.parametrize("kind", ["search", "retrain"])
+def test_kill_and_resume_with_quantized_ops_ends_exactly_like_an_uninterrupted_run(
+        tmp_path, capsys, monkeypatch, kind: str) -> None:
+    """Killed after epoch 2 is logged (before its checkpoint): the resume redoes epoch 2
+    with the EDE t, k of epoch 2 and the DSQ clipping ranges of the checkpoint, and ends
+    bit for bit where the uninterrupted run ends (weights, quantizer parameters, EDE
+    buffers, architecture)."""
+    mixed = {**DARTS_V2.to_dict()}
+    mixed["normal"] = [[binary_form(op) if i % 2 else quantized_form(op, 4), j]
+                       for i, (op, j) in enumerate(DARTS_V2.to_dict()["normal"])]
+    DARTS.save(DARTS.parse(mixed), tmp_path / "mixed.json")
+    args = {"search": ["search", "--space", "darts", "--ops", "darts+dsq4+binary"],
+            "retrain": ["retrain", "--genotype", str(tmp_path / "mixed.json"),
+                        "--no-measure"]}[kind]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main([*args, *LOWBIT_TINY, "--out", str(tmp_path / "full")]) == 0
+    with monkeypatch.context() as mp:
+        _kill_at_checkpoint(mp, 3)
+        assert main([*args, *LOWBIT_TINY, "--out", str(tmp_path / "run")]) == 130
+    resume = [kind, "--resume", str(tmp_path / "run")]
+    assert main(resume + (["--no-measure"] if kind == "retrain" else [])) == 0
+    capsys.readouterr()
+    full, run = tmp_path / "full", tmp_path / "run"
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    state_a, state_b = a["model"], b["model"]
+    assert state_a.keys() == state_b.keys()
+    lowbit = [k for k in state_a if k.endswith((".t", ".k", ".lower", ".upper",
+                                                ".alpha_raw"))]
+    assert any(k.endswith(".t") for k in lowbit) and any(k.endswith(".lower") for k in lowbit)
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    if kind == "search":
+        assert (run / "genotype.json").read_bytes() == (full / "genotype.json").read_bytes()
