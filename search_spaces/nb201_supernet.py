@@ -41,6 +41,7 @@ from search_spaces.nb201 import (
 from search_spaces.op_spec import op_spec
 from search_spaces.ops import ReLUConvBN, check_op_names
 from search_spaces.supernet import (
+    ARCH_PREFIXES,
     ArchParameters,
     SourceEdges,
     activation_key,
@@ -151,7 +152,7 @@ class Nb201SuperNet(ArchParameters, nn.Module):
     def forward(
         self, x: torch.Tensor, arch_weights: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        given = self.arch_weights() if arch_weights is None else arch_weights
+        given = self.expected_arch_weights() if arch_weights is None else arch_weights
         weights, q = given["normal"], given.get(activation_key("normal"))
         h = self.stem(x)
         for layer in self.cells:
@@ -172,7 +173,7 @@ class Nb201SuperNet(ArchParameters, nn.Module):
         ref = self.classifier.weight
         net = Nb201Network(arch, C=self.C, N=self.N, num_classes=self.num_classes,
                            in_channels=self.in_channels).to(ref.device, ref.dtype)
-        own = {k: v for k, v in self.state_dict().items() if not k.startswith("arch.")}
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith(ARCH_PREFIXES)}
         target = net.state_dict()
         for k, v in own.items():
             if k in target and target[k].shape == v.shape:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.activations import activation
+from search_spaces.arch_samplers import ArchSampler, SoftmaxSampler
 from search_spaces.op_spec import SHARED, op_spec
 from search_spaces.ops import FactorizedReduce, ReLUConvBN, check_op_names
 from search_spaces.supernet_ops import (
@@ -34,6 +34,13 @@ from search_spaces.supernet_ops import (
 
 EdgeOps = Sequence[Sequence[str]]
 
+
+#: where a supernet keeps a sampler set by `set_arch_sampler` (its parameters train with
+#: the architecture), and the parameter-name prefixes of that side of the bilevel split
+SAMPLER_MODULE = "arch_sampler"
+ARCH_PREFIXES = ("arch.", SAMPLER_MODULE + ".")
+#: stateless, so one instance serves every supernet that has no sampler of its own
+_SOFTMAX = SoftmaxSampler()
 
 #: `arch` key of a cell type's activation parameters in a factorised supernet
 ACTIVATION_SUFFIX = "_act"
@@ -194,21 +201,48 @@ def _sum(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 class ArchParameters:
     """The supernet interface the search driver and the architect use: architecture
-    parameters in `self.arch` (a ParameterDict keyed by cell type, one row per edge),
-    everything else a weight. Shared by every space's supernet."""
+    parameters in `self.arch` (a ParameterDict keyed by cell type, one row per edge), the
+    sampler that turns them into mixture weights (`self.arch_sampler`, with any
+    parameters of its own), everything else a weight. Shared by every space's supernet."""
 
     arch: nn.ParameterDict
 
+    @property
+    def arch_sampler(self) -> ArchSampler:
+        """The sampler set by `set_arch_sampler`; DARTS's softmax until one is (so a space
+        written before samplers existed needs nothing new)."""
+        found = self._modules.get(SAMPLER_MODULE)  # type: ignore[attr-defined]
+        return found if found is not None else _SOFTMAX
+
+    def set_arch_sampler(self, sampler: ArchSampler) -> None:
+        """Use `sampler` (a fresh one: it attaches its parameters to this `arch`)."""
+        sampler.attach(self.arch)
+        # straight into _modules: `add_module` refuses a name the class has (the property)
+        self._modules[SAMPLER_MODULE] = sampler  # type: ignore[attr-defined]
+
     def arch_parameters(self) -> list[nn.Parameter]:
-        return list(self.arch.parameters())
+        return list(self.arch.parameters()) + list(self.arch_sampler.parameters())
 
     def weight_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_weight_parameters()]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
         named = self.named_parameters()  # type: ignore[attr-defined]
-        return [p for name, p in named if not name.startswith("arch.")]
+        return [(name, p) for name, p in named if not name.startswith(ARCH_PREFIXES)]
 
     def arch_weights(self) -> dict[str, torch.Tensor]:
-        """Softmax of each architecture tensor over its ops (per edge)."""
-        return {k: F.softmax(a, dim=-1) for k, a in self.arch.items()}
+        """Each candidate's importance, normalised per edge (softmax(alpha) for DARTS):
+        what genotypes are derived from, P-DARTS prunes by, and runs log."""
+        return self.arch_sampler.importance(self.arch)
+
+    def sample_arch_weights(self) -> dict[str, torch.Tensor]:
+        """The mixture weights of one training step (a fresh draw for a stochastic
+        sampler, differentiable in the architecture parameters)."""
+        return self.arch_sampler.sample(self.arch)
+
+    def expected_arch_weights(self) -> dict[str, torch.Tensor]:
+        """The mixture weights of a deterministic forward pass (evaluation)."""
+        return self.arch_sampler.expected(self.arch)
 
     def set_skip_dropout(self, p: float) -> None:
         """P-DARTS: the element-wise dropout rate after every stride-1 skip-connect."""
@@ -295,7 +329,7 @@ class SuperNet(ArchParameters, nn.Module):
     def forward(
         self, x: torch.Tensor, arch_weights: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        weights = self.arch_weights() if arch_weights is None else arch_weights
+        weights = self.expected_arch_weights() if arch_weights is None else arch_weights
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             cell_type = "reduce" if cell.reduction else "normal"
@@ -303,5 +337,5 @@ class SuperNet(ArchParameters, nn.Module):
         return self.classifier(torch.flatten(self.global_pooling(s1), 1))
 
 
-__all__ = ["ACTIVATION_SUFFIX", "SuperNet", "SearchCell", "SourceEdges", "EdgeBatchOp",
-           "activation_key", "cell_edges", "checked_activations"]
+__all__ = ["ACTIVATION_SUFFIX", "ARCH_PREFIXES", "ArchParameters", "SuperNet", "SearchCell",
+           "SourceEdges", "EdgeBatchOp", "activation_key", "cell_edges", "checked_activations"]

@@ -31,6 +31,7 @@ from nas.search.driver import Search, SearchResult, load_search_data
 from nas.search.strategy import STRATEGIES, get_strategy
 from nas.threads import threads_now
 from search_spaces.activations import ACTIVATIONS
+from search_spaces.arch_samplers import DISCRETISE_MODES, sampler_names
 from search_spaces.errors import InputError
 from search_spaces.space import DEFAULT_SPACE, get_space, space_names
 
@@ -99,6 +100,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="candidate operations: named op sets joined by '+' for their union "
                         "(darts, adder, darts+adder; default: darts, the published eight); "
                         "DARTS cells only")
+    p.add_argument("--sampler", choices=sampler_names(),
+                   help="how architecture parameters become mixture weights: softmax "
+                        "(DARTS, default) or lognormal (per edge a trainable multivariate "
+                        "log-normal, sampled at every step; docs/methods.md)")
+    p.add_argument("--lognormal-sigma", type=float, metavar="S",
+                   help="lognormal: initial standard deviation of log-weights (default 0.2)")
+    p.add_argument("--lognormal-rank", type=int, metavar="R",
+                   help="lognormal: columns of the low-rank covariance factor (default 0: "
+                        "diagonal)")
+    p.add_argument("--discretise", choices=DISCRETISE_MODES,
+                   help="lognormal: rank candidates by their mean weight (default), median "
+                        "weight, or Monte Carlo probability of being the largest (mc)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
@@ -110,7 +123,9 @@ RESUME_FLAGS = {
     "second_order": "second_order", "max_skips": "max_skips",
     "latency_weight": "latency_weight", "latency_target": "latency_target_ms",
     "predictor": "predictor", "limit": "data_limit", "seed": "seed", "ops": "ops",
-    "energy_weight": "energy_weight",
+    "energy_weight": "energy_weight", "sampler": "sampler",
+    "lognormal_sigma": "lognormal_sigma", "lognormal_rank": "lognormal_rank",
+    "discretise": "discretise",
 }
 
 
@@ -141,6 +156,14 @@ def space_and_strategy(args: argparse.Namespace) -> tuple[str, str]:
     return space, strategy
 
 
+def _sampler_note(cfg: SearchConfig) -> str:
+    if cfg.sampler == "softmax":
+        return ""
+    rank = f", rank {cfg.lognormal_rank}" if cfg.lognormal_rank else ""
+    return (f"; {cfg.sampler} sampler, sigma0 {cfg.lognormal_sigma}{rank}, "
+            f"discretised by {cfg.discretise}")
+
+
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     if args.extend:
         raise InputError("--extend continues a run: it needs --resume DIR")
@@ -165,6 +188,10 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         predictor=args.predictor,
         activations=parse_activations(args.activations),
         ops=args.ops or "",
+        sampler=args.sampler,
+        lognormal_sigma=args.lognormal_sigma,
+        lognormal_rank=args.lognormal_rank,
+        discretise=args.discretise,
     )
     if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
         raise InputError("--latency-weight / --latency-target need --hardware NAME")
@@ -364,8 +391,8 @@ def run(args: argparse.Namespace) -> int:
     _stderr(
         f"{cfg.strategy.upper()} search on {cfg.dataset} ({cfg.preset} preset: "
         f"{_cells(cfg)}, {cfg.init_channels} channels, {cfg.epochs} epochs"
-        f"{' per stage' if cfg.num_stages > 1 else ''}; {threads_now()} thread(s)) -> "
-        f"{run_dir.path}"
+        f"{' per stage' if cfg.num_stages > 1 else ''}; {threads_now()} thread(s)"
+        f"{_sampler_note(cfg)}) -> {run_dir.path}"
     )
     result = search.run_all()
     measured = measure_derived(cfg, result)

@@ -83,10 +83,13 @@ class Architect:
     ) -> dict[str, float]:
         """One update of the architecture parameters; returns the losses it saw."""
         self.optimizer.zero_grad(set_to_none=True)
-        if self.second_order:
-            stats = self._second_order_grads(x_train, y_train, x_val, y_val, eta, weight_optimizer)
-        else:
-            stats = self._first_order_grads(x_val, y_val)
+        # one architecture sample for every loss of this step (a stochastic sampler)
+        with self.model.arch_sampler.same_sample():
+            if self.second_order:
+                stats = self._second_order_grads(x_train, y_train, x_val, y_val, eta,
+                                                 weight_optimizer)
+            else:
+                stats = self._first_order_grads(x_val, y_val)
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.arch_parameters(), self.grad_clip)
         self.optimizer.step()
@@ -94,9 +97,9 @@ class Architect:
 
     def _first_order_grads(self, x_val: torch.Tensor, y_val: torch.Tensor) -> dict[str, float]:
         alphas = self.model.arch_parameters()
-        weights = self.model.arch_weights()
+        weights = self.model.sample_arch_weights()
         loss = F.cross_entropy(self.model(x_val, weights), y_val)
-        extra, values = self.extra_loss(weights)
+        extra, values = self.extra_loss(self.model.arch_sampler.as_mixture(weights))
         # Only the architecture gradient is needed: autograd.grad skips every
         # weight-gradient kernel that loss.backward() would run and then throw away.
         grads = torch.autograd.grad(loss + extra, alphas)
@@ -114,12 +117,11 @@ class Architect:
         weight_optimizer: torch.optim.Optimizer,
     ) -> dict[str, float]:
         model = self.model
-        names = [n for n, _ in model.named_parameters() if not n.startswith("arch.")]
-        params = model.weight_parameters()
+        names, params = (list(t) for t in zip(*model.named_weight_parameters(), strict=True))
         alphas = model.arch_parameters()
 
         # Virtual step w' = w - eta * (momentum * m + grad L_train(w) + wd * w).
-        arch_w = {k: v.detach() for k, v in model.arch_weights().items()}
+        arch_w = {k: v.detach() for k, v in model.sample_arch_weights().items()}
         train_loss = F.cross_entropy(model(x_train, arch_w), y_train)
         grads = torch.autograd.grad(train_loss, params)
         with torch.no_grad():
@@ -135,12 +137,12 @@ class Architect:
         # L_val(w', alpha): the unrolled network gets its own copy of the BN buffers,
         # as the reference builds a fresh model for it.
         buffers = {n: b.clone() for n, b in model.named_buffers()}
-        weights = model.arch_weights()
+        weights = model.sample_arch_weights()
         state = {**dict(zip(names, unrolled, strict=True)), **buffers}
         for k, a in model.arch.items():
             state[f"arch.{k}"] = a
         val_loss = F.cross_entropy(functional_call(model, state, (x_val, weights)), y_val)
-        extra, values = self.extra_loss(weights)
+        extra, values = self.extra_loss(model.arch_sampler.as_mixture(weights))
         out = torch.autograd.grad(val_loss + extra, alphas + unrolled)
         d_alpha, d_unrolled = out[: len(alphas)], out[len(alphas) :]
 
@@ -160,7 +162,7 @@ class Architect:
         eps = r / torch.sqrt(cast(torch.Tensor, sum((v * v).sum() for v in vector)))
 
         def grad_alpha() -> tuple[torch.Tensor, ...]:
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x, model.sample_arch_weights()), y)
             return torch.autograd.grad(loss, alphas)
 
         # Restore from a copy rather than by adding eps*v back: w + e - 2e + e drifts in

@@ -66,6 +66,13 @@ class SearchConfig(ConfigDict):
     activations: tuple[str, ...] = ()
     # named op sets joined by "+" (issue 17): "darts+adder"; empty: the space's own ops
     ops: str = ""
+    # architecture sampler (issue 19, search_spaces.arch_samplers): softmax (DARTS) or
+    # lognormal; the log-normal's initial sigma, low-rank factor columns, and how its
+    # distribution is discretised (mean | median | mc)
+    sampler: str = "softmax"
+    lognormal_sigma: float = 0.2
+    lognormal_rank: int = 0
+    discretise: str = "mean"
     # bookkeeping
     eval_every: int = 1
     data_limit: int | None = None
@@ -201,6 +208,7 @@ def validate_config(cfg: SearchConfig) -> None:
             activation(name)
         if len(set(cfg.activations)) != len(cfg.activations):
             raise InputError(f"--activations repeats a name: {','.join(cfg.activations)}")
+    _check_sampler(cfg)
     if not 0.0 < cfg.train_portion < 1.0:
         raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
     if strategy.staged:
@@ -211,3 +219,30 @@ def validate_config(cfg: SearchConfig) -> None:
         keep = list(cfg.num_to_keep)
         if keep != sorted(keep, reverse=True) or keep[-1] != 1:
             raise InputError(f"{strategy.title} num_to_keep must decrease and end with 1")
+
+
+def _check_sampler(cfg: SearchConfig) -> None:
+    from search_spaces.arch_samplers import DISCRETISE_MODES, make_sampler, sampler_names
+
+    if cfg.sampler not in sampler_names():
+        raise InputError(f"unknown --sampler {cfg.sampler!r}; known: "
+                         f"{', '.join(sampler_names())}")
+    if cfg.discretise not in DISCRETISE_MODES:
+        raise InputError(f"unknown --discretise {cfg.discretise!r}; known: "
+                         f"{', '.join(DISCRETISE_MODES)}")
+    if cfg.sampler == "softmax" and (cfg.discretise != "mean" or cfg.lognormal_rank
+                                     or cfg.lognormal_sigma != 0.2):
+        raise InputError("--discretise, --lognormal-sigma and --lognormal-rank apply to "
+                         "--sampler lognormal only")
+    try:
+        make_sampler(cfg.sampler, **sampler_options(cfg))
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def sampler_options(cfg: SearchConfig) -> dict[str, Any]:
+    """The options `cfg.sampler` is built with (none for softmax)."""
+    if cfg.sampler != "lognormal":
+        return {}
+    return {"init_sigma": cfg.lognormal_sigma, "rank": cfg.lognormal_rank,
+            "discretise": cfg.discretise}

@@ -24,11 +24,17 @@ from nas.data.spec import DatasetSplits
 from nas.layer_state import advance_schedules, weight_decay_groups
 from nas.run_dir import ARCH_LOG, LOG, RunDir
 from nas.search.architect import Architect, ArchLossTerm
-from nas.search.config import SearchConfig, activation_options, searched_space
+from nas.search.config import (
+    SearchConfig,
+    activation_options,
+    sampler_options,
+    searched_space,
+)
 from nas.search.loop import arch_entropy, train_epoch
 from nas.search.pdarts import prune_edge_ops
 from nas.search.strategy import get_strategy
 from nas.training import cosine_lr, evaluate
+from search_spaces.arch_samplers import make_sampler
 from search_spaces.errors import InputError, first_line
 
 Log = Callable[[str], None]
@@ -104,6 +110,8 @@ class Search:
             C, layers, self.spec.num_classes, self.spec.in_channels, self.edge_ops,
             **activation_options(cfg),
         )
+        if cfg.sampler != "softmax":
+            model.set_arch_sampler(make_sampler(cfg.sampler, **sampler_options(cfg)))
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model

@@ -67,7 +67,7 @@ def train_epoch(
                 stats.extra[k] = stats.extra.get(k, 0.0) + v
         weight_optimizer.zero_grad(set_to_none=True)
         # Architecture weights are constants in the weight step: no alpha gradients.
-        arch_weights = {k: w.detach() for k, w in model.arch_weights().items()}
+        arch_weights = {k: w.detach() for k, w in model.sample_arch_weights().items()}
         logits = model(x, arch_weights)
         loss = F.cross_entropy(logits, y)
         loss.backward()
