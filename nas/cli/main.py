@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from nas import __version__
 from nas.cli import (
+    attack,
     genotypes,
     hardware,
     info,
@@ -37,6 +38,7 @@ COMMANDS = {
     "report": report,
     "hardware": hardware,
     "genotypes": genotypes,
+    "attack": attack,
 }
 
 

@@ -19,7 +19,14 @@ from nas.cli.resume import (
     resume_threads,
 )
 from nas.data.registry import dataset_names, load_dataset
-from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
+from nas.data.spec import DatasetSpec
+from nas.retrain.config import (
+    ADV_TRAIN_PGD_STEPS,
+    PRESET_NAMES,
+    RetrainConfig,
+    preset_config,
+    validate_config,
+)
 from nas.retrain.export import (
     ONNX_FILE,
     STATE_DICT,
@@ -34,7 +41,8 @@ from nas.retrain.report import (
     network_size,
     predicted_latency,
 )
-from nas.retrain.trainer import Retrainer, check_checkpoint
+from nas.retrain.trainer import Retrainer, check_checkpoint, training_attack
+from nas.robust.attacks import attack_names
 from nas.run_dir import RunDir
 from nas.search.config import default_preset
 from nas.threads import threads_now
@@ -80,6 +88,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--seed", type=int, help="random seed of weights, data order and "
                    "drop-path (default 0)")
+    p.add_argument("--adv-train", metavar="ATTACK",
+                   help=f"adversarial training (Madry et al.): train on attacks of every "
+                   f"batch against the current weights ({', '.join(attack_names())})")
+    p.add_argument("--adv-eps", type=float, help="--adv-train's L-infinity budget in pixel "
+                   "units (default 8/255 of the pixel range's width: 8/255 on [0, 1])")
+    p.add_argument("--adv-steps", type=int, help=f"--adv-train's PGD steps (default "
+                   f"{ADV_TRAIN_PGD_STEPS}; fgsm takes one)")
+    p.add_argument("--adv-step-size", type=float, help="--adv-train's PGD step in pixel units "
+                   "(default 2.5 * eps / steps)")
     p.add_argument("--no-measure", action="store_true",
                    help="do not time the trained network on this machine")
     p.add_argument("--out", help="run directory (default results/<time>-retrain-<genotype>); "
@@ -94,7 +111,8 @@ RESUME_FLAGS = {
     "dataset": "dataset", "hardware": "hardware", "predictor": "predictor", "preset": "preset",
     "epochs": "epochs", "channels": "init_channels", "layers": "layers",
     "batch_size": "batch_size", "lr": "lr", "drop_path": "drop_path", "cutout": "cutout",
-    "limit": "data_limit", "seed": "seed",
+    "limit": "data_limit", "seed": "seed", "adv_train": "adv_train", "adv_eps": "adv_eps",
+    "adv_steps": "adv_steps", "adv_step_size": "adv_step_size",
 }
 
 
@@ -108,7 +126,8 @@ def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
         predictor=args.predictor, seed=args.seed if args.seed is not None else 0,
         epochs=args.epochs, init_channels=args.channels, layers=args.layers,
         batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, cutout=args.cutout,
-        data_limit=args.limit,
+        data_limit=args.limit, adv_train=args.adv_train, adv_eps=args.adv_eps,
+        adv_steps=args.adv_steps, adv_step_size=args.adv_step_size,
     )
     if cfg.dataset == "cifar10" and not cfg.data_dir:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
@@ -175,6 +194,16 @@ def _prediction(genotype: Arch, cfg: RetrainConfig) -> dict[str, Any] | None:
     return predicted_latency(genotype, cfg.hardware, cfg.predictor) if cfg.hardware else None
 
 
+def _resolve_adversarial(cfg: RetrainConfig, spec: DatasetSpec) -> RetrainConfig:
+    """Adversarial training's defaults made explicit (they depend on the dataset's pixel
+    range), so config.json says exactly which attack the run trained on."""
+    attack = training_attack(cfg, spec)
+    if attack is None:
+        return cfg
+    return cfg.with_overrides(adv_eps=attack.eps, adv_steps=attack.steps,
+                              adv_step_size=attack.step_size)
+
+
 def _create(args: argparse.Namespace
             ) -> tuple[RunDir, RetrainConfig, Arch, str, Any, dict[str, Any] | None]:
     if not args.genotype:
@@ -184,6 +213,7 @@ def _create(args: argparse.Namespace
     profile = load_profile(cfg.hardware) if cfg.hardware else None
     prediction = _prediction(genotype, cfg)
     data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
+    cfg = _resolve_adversarial(cfg, data.spec)
     name = _genotype_name(args.genotype)
     out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-retrain-{name}"
     spec = data.spec
@@ -220,6 +250,10 @@ def run(args: argparse.Namespace) -> int:
     _stderr(f"retraining {name} on {cfg.dataset} ({cfg.preset} preset: {cfg.layers} cells, "
             f"{cfg.init_channels} channels, {cfg.epochs} epochs; {threads_now()} thread(s)) "
             f"-> {run_dir.path}")
+    if trainer.attack is not None:
+        a = trainer.attack
+        _stderr(f"adversarial training on {a.name} examples: eps {a.eps:.4g}, {a.steps} "
+                f"step(s) of {a.step_size:.4g} (pixel units, range {list(a.pixel_range)})")
     result = trainer.run_all()
     assert result is not None
     report = _finish(args, run_dir, cfg, genotype, name, trainer, result, data.spec,
@@ -258,6 +292,8 @@ def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genot
         **network_size(net, shape),
         "predicted_latency": prediction,
     }
+    if trainer.attack is not None:
+        report["adversarial_training"] = trainer.attack.to_dict()
     if args.no_measure:
         report["measured_latency"] = {"skipped": "--no-measure"}
     else:

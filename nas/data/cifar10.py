@@ -382,6 +382,7 @@ def load_cifar10(data_dir: str | Path | None, limit: int | None = None) -> Datas
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
         class_names=_read_class_names(folder),
+        pixel_range=(0.0, 1.0),  # uint8 / 255 in _to_tensor
     )
     return DatasetSplits(
         spec=spec,

@@ -69,6 +69,7 @@ def load_digits(data_dir: str | None = None, limit: int | None = None) -> Datase
         mean=(mean,),
         std=(std,),
         class_names=tuple(str(i) for i in range(10)),
+        pixel_range=(0.0, 1.0),  # sklearn's 0..16 values divided by 16 in _raw_split
     )
     train_x = normalise(torch.tensor(x_tr), spec.mean, spec.std)
     test_x = normalise(torch.tensor(x_te), spec.mean, spec.std)

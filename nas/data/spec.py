@@ -37,6 +37,9 @@ class DatasetSpec:
     ``mean``/``std`` are per channel and describe the normalisation already applied
     to the stored tensors, so un-normalising (e.g. for inspection) is possible.
     ``class_names`` is optional metadata (CIFAR-10 reads it from ``batches.meta``).
+    ``pixel_range`` is ``(low, high)`` of the pixel values BEFORE normalisation: what an
+    adversarial attack must stay inside (an image outside it is not a valid input) and
+    the scale its perturbation budget is measured in (`nas.robust.attacks`).
     """
 
     name: str
@@ -46,6 +49,7 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...] = field(default=(), compare=False)
+    pixel_range: tuple[float, float] = (0.0, 1.0)
 
 
 @dataclass

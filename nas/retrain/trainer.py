@@ -11,6 +11,11 @@ looks at it, so the reported test accuracy is not selected on.
 A checkpoint after every epoch holds the weights, the optimiser, the RNG (drop-path
 masks come from it) and the genotype; batches are a pure function of (seed, epoch), so a
 resumed run continues exactly as an uninterrupted one would.
+
+With `adv_train` set (Madry et al., arXiv 1706.06083) every training batch is replaced
+by an attack on it against the current weights (`nas.robust.attacks`); its random start
+comes from a generator seeded from (seed, epoch, batch), so it too is the same after a
+resume, without any state in the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nas.data.batches import Batches
+from nas.data.batches import Batches, derive_seed
 from nas.data.registry import train_augment
-from nas.data.spec import DatasetSplits
+from nas.data.spec import DatasetSpec, DatasetSplits
 from nas.layer_state import advance_schedules, weight_decay_groups
-from nas.retrain.config import RetrainConfig
+from nas.retrain.config import ADV_TRAIN_PGD_STEPS, RetrainConfig
 from nas.retrain.networks import Arch, build_network
+from nas.robust.attacks import Attack, PixelModel, make_attack, to_normalised, to_pixels
 from nas.run_dir import LOG, RunDir
 from nas.training import cosine_lr, evaluate, to_layout
 from search_spaces.errors import InputError, first_line
@@ -37,6 +43,19 @@ from search_spaces.errors import InputError, first_line
 Log = Callable[[str], None]
 #: images per batch when evaluating (no gradients, so larger than training batches)
 EVAL_BATCH = 256
+#: random stream of the adversarial starts; `Batches` uses 0 (order) and 1 (augmentation)
+#: with the same seed, so the perturbations are independent of both
+ADVERSARIAL_STREAM = 2
+
+
+def training_attack(cfg: RetrainConfig, spec: DatasetSpec) -> Attack | None:
+    """The attack adversarial training makes its batches with (None: clean training);
+    unset eps / steps / step size get their defaults on the dataset's pixel range."""
+    if cfg.adv_train is None:
+        return None
+    return make_attack(cfg.adv_train, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,
+                       pixel_range=spec.pixel_range, default_steps=ADV_TRAIN_PGD_STEPS,
+                       flag="--adv-")
 
 
 def drop_path_probability(cfg: RetrainConfig, epoch: int) -> float:
@@ -95,6 +114,8 @@ class Retrainer:
         )
         self.test_batches = Batches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False, seed=0)
         self.num_test = data.num_test
+        self.attack = training_attack(cfg, data.spec)
+        self.pixel_net = PixelModel(self.net, data.spec.mean, data.spec.std, channels_last)
         self.epoch = 0  # next epoch to run
 
     # ------------------------------------------------------------------ checkpoints
@@ -170,7 +191,9 @@ class Retrainer:
         desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
         bar = tqdm(self.train_batches.epoch(self.epoch), total=len(self.train_batches),
                    desc=desc, leave=False, disable=None)
-        for x, y in bar:
+        for k, (x, y) in enumerate(bar):
+            if self.attack is not None:
+                x = self._adversarial(x, y, k)
             logits, logits_aux = net(to_layout(x, self.channels_last))
             loss = F.cross_entropy(logits, y)
             total = loss
@@ -190,7 +213,7 @@ class Retrainer:
                 f"training diverged at epoch {self.epoch + 1} (loss is not finite); "
                 "try a lower --lr"
             )
-        record = {
+        record: dict[str, Any] = {
             "epoch": self.epoch,
             "lr": lr,
             "drop_path_prob": drop_prob,
@@ -198,9 +221,30 @@ class Retrainer:
             "train_acc": correct / max(seen, 1),
             "seconds": time.perf_counter() - t0,
         }
+        if self.attack is not None:  # train loss / accuracy are on the attacked batches
+            record["adv_train"] = self.attack.name
         self.run.append(LOG, record)
         self.log(
             f"epoch {self.epoch + 1}/{cfg.epochs}: lr {lr:.4f} drop_path {drop_prob:.3f} "
             f"train_loss {record['train_loss']:.3f} train_acc {record['train_acc']:.3f} "
             f"({record['seconds']:.1f}s)"
         )
+
+    def _adversarial(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> torch.Tensor:
+        """Batch `batch` of this epoch replaced by the attack on it (normalised in and out).
+
+        The attack runs the network in eval mode (the attack's default), then the network
+        is back in train mode for the update. Eval mode because the attack's forward
+        passes are not training steps: in train mode each would move the BatchNorm running
+        statistics towards the attack's intermediate images and draw drop-path masks from
+        the global RNG (changing every later mask), and the perturbation would chase the
+        random drop-path noise instead of the network being trained. The price is running
+        statistics that lag the weights early on; Madry et al. attack in train mode, many
+        PyTorch reproductions (e.g. TRADES) in eval mode.
+        """
+        assert self.attack is not None
+        gen = torch.Generator().manual_seed(
+            derive_seed(self.cfg.seed, self.epoch, ADVERSARIAL_STREAM, batch))
+        mean, std = self.spec.mean, self.spec.std
+        pixels = self.attack(self.pixel_net, to_pixels(x, mean, std), y, gen)
+        return to_normalised(pixels, mean, std)
