@@ -113,3 +113,18 @@ def test_an_unreadable_predictor_is_a_note_not_a_crash(home, capsys) -> None:
     assert "corrupt" in p100["predictor_error"] and p100["n_train"] is None
     code, out = listing(capsys)
     assert code == 0 and "unreadable" in out
+
+
+def test_op_set_variants_are_listed_from_the_files_on_disk(home, capsys) -> None:
+    """raspi4 ships samples and a predictor for two op-set variants; no fixed column can
+    name them, so the listing finds them on disk (and ignores what is not a space)."""
+    (home / "raspi4.not-a-space.samples.jsonl").write_text("")
+    rows = rows_by_name(capsys)
+    spaces = rows["raspi4"]["spaces"]
+    for variant in ("darts.darts+adder", "darts.darts+dsq4+binary"):
+        assert spaces[variant]["samples"] == 1000
+        assert spaces[variant]["n_train"] == 800
+    assert "not-a-space" not in spaces
+    assert not any("." in s for s in rows["p100"]["spaces"])
+    code, text = listing(capsys)
+    assert code == 0 and "raspi4 darts.darts+dsq4+binary: samples 1000, predictor 800" in text

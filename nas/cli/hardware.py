@@ -27,7 +27,7 @@ from latency.predictor.locate import default_samples_path, locate_predictor
 from latency.predictor.trust import prediction_caution
 from latency.samples import load_samples
 from search_spaces.errors import InputError, first_line
-from search_spaces.space import encoding_space_names
+from search_spaces.space import encoding_space_names, get_space
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -104,8 +104,34 @@ def profile_row(name: str) -> dict[str, Any]:
         except InputError as e:
             row["error"] = first_line(e)
     row["spaces"] = {space: {**_samples(name, space), **_predictor(name, space)}
-                     for space in encoding_space_names()}
+                     for space in [*encoding_space_names(), *variant_spaces(name)]}
     return row
+
+
+def variant_spaces(name: str) -> list[str]:
+    """Op-set variants ("darts.darts+adder") that profile `name` has samples or a
+    predictor for, in either directory. They are composed on demand, so there is no list
+    of them to make columns from: the files on disk say which exist."""
+    fixed = set(encoding_space_names())
+    found: set[str] = set()
+    for folder in (user_profiles_dir(), profiles_dir()):
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(f"{name}.*"):
+            rest = path.name[len(name) + 1:]
+            for suffix in (".samples.jsonl", ".predictor"):
+                variant = rest[: -len(suffix)] if rest.endswith(suffix) else ""
+                if variant and variant not in fixed and _is_space(variant):
+                    found.add(variant)
+    return sorted(found)
+
+
+def _is_space(name: str) -> bool:
+    try:
+        get_space(name)
+    except (InputError, KeyError, ValueError):
+        return False
+    return True
 
 
 def list_profiles() -> list[dict[str, Any]]:
@@ -168,8 +194,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             notes.append(f"  {r['name']}: invalid profile: {r['error']}")
         if r["shadows_shipped"]:
             notes.append(f"  {r['name']}: your profile shadows the shipped one of that name")
-        for space in encoding_space_names():
+        for space in r["spaces"]:
             s = r["spaces"][space]
+            if space not in spaces:  # an op-set variant: no column of its own
+                samples, predictor = _space_cell(s)
+                notes.append(f"  {r['name']} {space}: samples {samples}, predictor "
+                             f"{predictor}")
             if s["samples_error"]:
                 notes.append(f"  {r['name']} {space} samples: {s['samples_error']}")
             if s["predictor"] is not None:
