@@ -23,8 +23,10 @@ from nas.robust.lipschitz import (
     LogNormal,
     NoLipschitzRuleError,
     cell_lognormal,
+    cells_network_lognormal,
     confidence_penalty,
     conv_block_norms,
+    conv_operator_norm,
     darts_edge_count,
     edge_lognormal,
     exceed_probability,
@@ -32,6 +34,8 @@ from nas.robust.lipschitz import (
     lowrank_covariance,
     network_lognormal,
     power_iteration,
+    shared_product,
+    shared_sample_product,
 )
 from search_spaces.ops import DilConv, Identity, SepConv, Zero
 
@@ -620,3 +624,103 @@ def test_penalty_gradient_matches_finite_differences() -> None:
     (grad_mu,) = torch.autograd.grad(penalty(mu, scale), mu)
     assert bool((grad_mu[:, 0] == 0).all())  # `none` has no say
     assert bool((grad_mu[:, 1:] > 0).all())  # every other weight raises the bound
+
+
+# ------------------------------------------------------- additions for the search term
+
+
+@pytest.mark.parametrize("similar", [True, False])
+def test_shared_sample_product_of_cells_with_their_own_constants(similar: bool) -> None:
+    """Three cells driven by one sample, each with constants of its own (within +-30% of
+    each other, as cells of one type with their own weights; or unrelated): Monte Carlo of
+    the product S_1 S_2 S_3 of the same draw. Taken as perfectly correlated
+    (`shared_sample_product`), the fitted 0.9- and 0.99-quantiles were exceeded 6.6% and
+    1.2% (similar) / 6.8% and 0.9% (unrelated) of the time; taken as independent, 17% and
+    6%: a 99% bound would hold at 94%. Allowed: 0.5x-1.5x nominal for the shared fit, and
+    the independent one must miss by more than that."""
+    g = torch.Generator().manual_seed(22 if similar else 21)
+    mu, cov, c0 = random_edge(g, 4, 0.5)
+    if similar:
+        cs = [c0 * (1 + 0.3 * (2 * torch.rand(4, generator=g, dtype=F64) - 1))
+              for _ in range(3)]
+    else:
+        cs = [torch.tensor(c, dtype=F64) for c in ([1.0, 0.2, 0.5, 0.1], [0.1, 1.5, 0.3, 0.8],
+                                                   [0.5, 0.5, 0.5, 0.5])]
+    z = mu + torch.randn(N_MC, 4, generator=g, dtype=F64) @ torch.linalg.cholesky(cov).T
+    product = torch.ones(N_MC, dtype=F64)
+    for c in cs:
+        product = product * (c * z.exp()).sum(dim=1)
+    cells = [edge_lognormal(mu, cov, c) for c in cs]
+    shared = shared_sample_product(cells)
+    independent = network_lognormal({str(k): cell for k, cell in enumerate(cells)},
+                                    {str(k): 1 for k in range(3)})
+    assert shared.log_mean.item() == pytest.approx(sum(c.log_mean.item() for c in cells))
+    assert shared.log_std.item() == pytest.approx(sum(c.log_std.item() for c in cells))
+    for q in (0.9, 0.99):
+        nominal = 1 - q
+        got = (product > shared.quantile(q)).double().mean().item() / nominal
+        assert 0.5 < got < 1.5, (q, got)
+        missed = (product > independent.quantile(q)).double().mean().item() / nominal
+        assert missed > 1.5, (q, missed)
+    # equal constants: the shared product is the n-th power (`shared_product`)
+    same = shared_sample_product([cells[0]] * 3)
+    power = shared_product(cells[0], 3)
+    assert same.log_mean.item() == pytest.approx(power.log_mean.item(), rel=1e-12)
+    assert same.log_var.item() == pytest.approx(power.log_var.item(), rel=1e-12)
+
+
+def test_cells_network_lognormal_groups_cells_by_type() -> None:
+    a = LogNormal(torch.tensor(0.2, dtype=F64), torch.tensor(0.04, dtype=F64))
+    b = LogNormal(torch.tensor(0.5, dtype=F64), torch.tensor(0.09, dtype=F64))
+    r = LogNormal(torch.tensor(-0.1, dtype=F64), torch.tensor(0.16, dtype=F64))
+    net = cells_network_lognormal([("normal", a), ("reduce", r), ("normal", b)], fixed=2.0)
+    # normal: log-stds add (0.2 + 0.3); reduce independent of it: variances add
+    assert net.log_mean.item() == pytest.approx(0.2 + 0.5 - 0.1 + math.log(2.0))
+    assert net.log_var.item() == pytest.approx(0.5**2 + 0.16)
+    with pytest.raises(ValueError, match="at least one cell"):
+        cells_network_lognormal([])
+    with pytest.raises(ValueError, match="positive"):
+        cells_network_lognormal([("normal", a)], fixed=0.0)
+
+
+def test_cell_lognormal_with_input_constants() -> None:
+    """Both inputs at constant p scale every state by p: the cell's log-mean moves by
+    ln p, its spread stays. Different constants fall between the two uniform scalings."""
+    g = torch.Generator().manual_seed(23)
+    edges = [edge_lognormal(*random_edge(g, 3, 0.4)) for _ in range(darts_edge_count(3))]
+    base = cell_lognormal(edges, 3, 3)
+    p = LogNormal.constant(2.5)
+    scaled = cell_lognormal(edges, 3, 3, inputs=(p, p))
+    assert scaled.log_mean.item() == pytest.approx(base.log_mean.item() + math.log(2.5))
+    assert scaled.log_var.item() == pytest.approx(base.log_var.item())
+    mixed = cell_lognormal(edges, 3, 3, inputs=(LogNormal.constant(0.5), p))
+    low = cell_lognormal(edges, 3, 3, inputs=(LogNormal.constant(0.5),) * 2)
+    assert low.mean().item() < mixed.mean().item() < scaled.mean().item()
+
+
+@pytest.mark.parametrize(("output_size", "shape"), [(1, (2, 5, 7)), ((2, 3), (2, 5, 7)),
+                                                     ((None, 2), (1, 4, 6))])
+def test_adaptive_avg_pool_constant_is_exact(output_size, shape) -> None:
+    pool = nn.AdaptiveAvgPool2d(output_size)
+    got = LipschitzEstimator()(pool, shape)
+    assert got.constant.item() == pytest.approx(spectral_norm(pool, shape), rel=1e-12)
+    with torch.no_grad():
+        assert got.output_shape == tuple(pool(torch.zeros(1, *shape)).shape[1:])
+    if output_size == 1:
+        assert got.constant.item() == pytest.approx(1 / math.sqrt(5 * 7))
+
+
+def test_conv_operator_norm_with_a_substitute_weight() -> None:
+    """A layer that convolves with a transform of its weight: the norm is that weight's."""
+    torch.manual_seed(24)
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False).double()
+    other = nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False).double()
+    shape = (2, 6, 6)
+    est = LipschitzEstimator(iters=1, init_iters=300)
+    got = conv_operator_norm(conv, shape, est, weight=other.weight.detach().sign())
+    with torch.no_grad():
+        other.weight.copy_(other.weight.sign())
+    assert got.constant.item() == pytest.approx(spectral_norm(other, shape), rel=1e-6)
+    assert got.output_shape == (3, 3, 3)
+    with pytest.raises(ValueError, match="substitute weight"):
+        conv_operator_norm(conv, shape, est, weight=torch.ones(3, 2, 1, 1, dtype=F64))

@@ -19,6 +19,7 @@ from nas.cli.resume import (
     resume_threads,
 )
 from nas.data.registry import dataset_names
+from nas.data.spec import DatasetSplits
 from nas.run_dir import RunDir
 from nas.search.config import (
     SearchConfig,
@@ -112,6 +113,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discretise", choices=DISCRETISE_MODES,
                    help="lognormal: rank candidates by their mean weight (default), median "
                         "weight, or Monte Carlo probability of being the largest (mc)")
+    p.add_argument("--lipschitz-budget", type=float, metavar="C",
+                   help="lognormal: penalise the architecture distribution while the "
+                        "probability that the network's Lipschitz bound stays below C is "
+                        "under --confidence (DARTS cells; the bound's median is printed "
+                        "after the first epoch and logged every epoch, the scale to pick C "
+                        "on; docs/methods.md)")
+    p.add_argument("--confidence", type=float, metavar="P",
+                   help="with --lipschitz-budget: the level P of P(bound <= C) >= P "
+                        "(default 0.9)")
+    p.add_argument("--lipschitz-weight", type=float, metavar="LAMBDA",
+                   help="with --lipschitz-budget: LAMBDA x the log-units by which the "
+                        "bound's P-quantile exceeds C is added to the architecture loss "
+                        "(default 1)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
@@ -125,7 +139,8 @@ RESUME_FLAGS = {
     "predictor": "predictor", "limit": "data_limit", "seed": "seed", "ops": "ops",
     "energy_weight": "energy_weight", "sampler": "sampler",
     "lognormal_sigma": "lognormal_sigma", "lognormal_rank": "lognormal_rank",
-    "discretise": "discretise",
+    "discretise": "discretise", "lipschitz_budget": "lipschitz_budget",
+    "confidence": "confidence", "lipschitz_weight": "lipschitz_weight",
 }
 
 
@@ -160,8 +175,11 @@ def _sampler_note(cfg: SearchConfig) -> str:
     if cfg.sampler == "softmax":
         return ""
     rank = f", rank {cfg.lognormal_rank}" if cfg.lognormal_rank else ""
+    term = ("" if cfg.lipschitz_budget is None else
+            f", Lipschitz budget {cfg.lipschitz_budget:g} at {cfg.confidence:g} (weight "
+            f"{cfg.lipschitz_weight:g})")
     return (f"; {cfg.sampler} sampler, sigma0 {cfg.lognormal_sigma}{rank}, "
-            f"discretised by {cfg.discretise}")
+            f"discretised by {cfg.discretise}{term}")
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
@@ -192,6 +210,9 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         lognormal_sigma=args.lognormal_sigma,
         lognormal_rank=args.lognormal_rank,
         discretise=args.discretise,
+        lipschitz_budget=args.lipschitz_budget,
+        confidence=args.confidence,
+        lipschitz_weight=args.lipschitz_weight,
     )
     if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
         raise InputError("--latency-weight / --latency-target need --hardware NAME")
@@ -255,6 +276,20 @@ def energy_hooks(cfg: SearchConfig) -> list[Any]:
     _stderr(f"building the modelled energy of the {space.name} encoding on {cfg.hardware} ...")
     model = energy_model(space, load_profile(cfg.hardware))
     return [energy_term_factory(model, space, cfg.energy_weight, cfg.activations)]
+
+
+def lipschitz_hooks(cfg: SearchConfig, data: DatasetSplits) -> list[Any]:
+    """The Lipschitz confidence term, when --lipschitz-budget is set; a space or op set
+    without a network form for it is refused here, before anything is written."""
+    if cfg.lipschitz_budget is None:
+        return []
+    from nas.search.lipschitz_loss import check_lipschitz_space, lipschitz_term_factory
+
+    spec = data.spec
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+    check_lipschitz_space(searched_space(cfg), cfg.activations, shape)
+    return [lipschitz_term_factory(cfg.lipschitz_budget, shape, cfg.confidence,
+                                   cfg.lipschitz_weight, log=_stderr)]
 
 
 def derived_energy(cfg: SearchConfig, result: SearchResult) -> dict[str, Any]:
@@ -367,6 +402,7 @@ def run(args: argparse.Namespace) -> int:
         data = load_search_data(cfg)
         terms, probe, caution = latency_hooks(cfg)
         terms += energy_hooks(cfg)
+        terms += lipschitz_hooks(cfg, data)
         record_extension(run_dir, "search", cfg.to_dict())
     else:
         cfg = config_from_args(args)
@@ -374,6 +410,7 @@ def run(args: argparse.Namespace) -> int:
         data = load_search_data(cfg)
         terms, probe, caution = latency_hooks(cfg)  # a missing predictor fails before any write
         terms += energy_hooks(cfg)
+        terms += lipschitz_hooks(cfg, data)
         out = args.out or _default_out(cfg)
         config: dict[str, Any] = {
             "search": cfg.to_dict(),

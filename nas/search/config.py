@@ -9,6 +9,7 @@ schedules, the order of updates) is the same in both.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -73,6 +74,12 @@ class SearchConfig(ConfigDict):
     lognormal_sigma: float = 0.2
     lognormal_rank: int = 0
     discretise: str = "mean"
+    # Lipschitz confidence term (issue 19, nas.search.lipschitz_loss; lognormal sampler
+    # only): the budget B on the network's Lipschitz bound (None: no term), the level p
+    # of P(bound <= B) >= p, and lambda
+    lipschitz_budget: float | None = None
+    confidence: float = 0.9
+    lipschitz_weight: float = 1.0
     # bookkeeping
     eval_every: int = 1
     data_limit: int | None = None
@@ -209,6 +216,7 @@ def validate_config(cfg: SearchConfig) -> None:
         if len(set(cfg.activations)) != len(cfg.activations):
             raise InputError(f"--activations repeats a name: {','.join(cfg.activations)}")
     _check_sampler(cfg)
+    _check_lipschitz(cfg)
     if not 0.0 < cfg.train_portion < 1.0:
         raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
     if strategy.staged:
@@ -238,6 +246,27 @@ def _check_sampler(cfg: SearchConfig) -> None:
         make_sampler(cfg.sampler, **sampler_options(cfg))
     except ValueError as e:
         raise InputError(str(e)) from None
+
+
+def _check_lipschitz(cfg: SearchConfig) -> None:
+    """The Lipschitz term's settings (whether the space has a network form for it is
+    checked on a small supernet before the search starts: `nas.cli.search`)."""
+    budget = cfg.lipschitz_budget
+    if budget is None:
+        if cfg.confidence != 0.9 or cfg.lipschitz_weight != 1.0:
+            raise InputError("--confidence and --lipschitz-weight apply with "
+                             "--lipschitz-budget only")
+        return
+    if not (budget > 0 and math.isfinite(budget)):
+        raise InputError(f"--lipschitz-budget must be a positive number, got {budget}")
+    if not 0.0 < cfg.confidence < 1.0:
+        raise InputError(f"--confidence must lie strictly between 0 and 1, got "
+                         f"{cfg.confidence}")
+    if not (cfg.lipschitz_weight >= 0 and math.isfinite(cfg.lipschitz_weight)):
+        raise InputError(f"--lipschitz-weight must be >= 0, got {cfg.lipschitz_weight}")
+    if cfg.sampler != "lognormal":
+        raise InputError(f"--lipschitz-budget needs --sampler lognormal: the {cfg.sampler} "
+                         "sampler has no distribution to bound")
 
 
 def sampler_options(cfg: SearchConfig) -> dict[str, Any]:

@@ -12,6 +12,7 @@ where an uninterrupted one would be.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,32 @@ TermFactory = Callable[[EdgeOps], ArchLossTerm]
 Probe = Callable[[dict[str, torch.Tensor], EdgeOps, Any], dict[str, Any]]
 
 
+class ModelTermFactory(ABC):
+    """A term factory that needs the stage's supernet itself, not only its op sets (the
+    Lipschitz term reads the sampler's distribution and every operation's weights).
+
+    P-DARTS builds a new supernet per stage, so `build` is called with each stage's model
+    (and again on resume, before the checkpoint's state is loaded into it). The driver
+    also tells it when an epoch starts and asks for fields for the epoch's log record:
+    checkpoints are written at epoch boundaries, so whatever the factory keeps between
+    steps (kept power-iteration vectors) and resets in `start_epoch` cannot make a resumed
+    search differ from an uninterrupted one."""
+
+    @abstractmethod
+    def build(self, edge_ops: EdgeOps, model: Any) -> ArchLossTerm:
+        """The term for this stage's supernet."""
+
+    def start_epoch(self, epoch: int) -> None:  # noqa: B027 - optional, nothing by default
+        """Epoch `epoch` (0-based, within the stage) is about to run."""
+
+    def epoch_fields(self) -> dict[str, Any]:
+        """Fields for the record of the epoch that just ran."""
+        return {}
+
+
+Terms = Sequence[TermFactory | ModelTermFactory]
+
+
 @dataclass
 class SearchResult:
     genotype: Any  # an architecture of the run's space
@@ -68,7 +95,7 @@ class Search:
         self,
         cfg: SearchConfig,
         run: RunDir,
-        terms: Sequence[TermFactory] = (),
+        terms: Terms = (),
         log: Log = print,
         channels_last: bool = True,
         data: DatasetSplits | None = None,
@@ -132,7 +159,8 @@ class Search:
             weight_weight_decay=cfg.weight_decay,
             second_order=cfg.second_order,
             grad_clip=cfg.arch_grad_clip,
-            terms=[make(self.edge_ops) for make in self.terms],
+            terms=[make.build(self.edge_ops, model) if isinstance(make, ModelTermFactory)
+                   else make(self.edge_ops) for make in self.terms],
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -212,6 +240,9 @@ class Search:
         if rate is not None:
             model.set_skip_dropout(rate)
         p = rate or 0.0
+        model_terms = [t for t in self.terms if isinstance(t, ModelTermFactory)]
+        for term in model_terms:
+            term.start_epoch(self.epoch)
         train_arch = self.epoch >= cfg.arch_start_epoch
         stage_tag = f"stage {self.stage + 1}/{cfg.num_stages} " if cfg.num_stages > 1 else ""
         stats = train_epoch(
@@ -236,6 +267,8 @@ class Search:
         record["entropy"] = arch_entropy(weights)
         genotype = self.space.derive(weights, self.edge_ops, **activation_options(cfg))
         record["genotype"] = self.space.to_json(genotype)
+        for term in model_terms:
+            record.update(term.epoch_fields())
         if self.probe is not None:
             record.update(self.probe(weights, self.edge_ops, genotype))
         record["seconds"] = time.perf_counter() - t0
@@ -324,7 +357,7 @@ def load_search_data(cfg: SearchConfig) -> DatasetSplits:
 def run_search(
     cfg: SearchConfig,
     run: RunDir,
-    terms: Sequence[TermFactory] = (),
+    terms: Terms = (),
     resume: bool = False,
     log: Log = print,
     data: DatasetSplits | None = None,
