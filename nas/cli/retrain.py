@@ -20,13 +20,7 @@ from nas.cli.resume import (
 )
 from nas.data.registry import dataset_names, load_dataset
 from nas.data.spec import DatasetSpec
-from nas.retrain.config import (
-    ADV_TRAIN_PGD_STEPS,
-    PRESET_NAMES,
-    RetrainConfig,
-    preset_config,
-    validate_config,
-)
+from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
 from nas.retrain.export import (
     ONNX_FILE,
     STATE_DICT,
@@ -41,7 +35,8 @@ from nas.retrain.report import (
     network_size,
     predicted_latency,
 )
-from nas.retrain.trainer import Retrainer, check_checkpoint, training_attack
+from nas.retrain.trainer import Retrainer, check_checkpoint
+from nas.robust.adversarial_training import ADV_TRAIN_PGD_STEPS, training_attack
 from nas.robust.attacks import attack_names
 from nas.run_dir import RunDir
 from nas.search.config import default_preset
@@ -197,7 +192,7 @@ def _prediction(genotype: Arch, cfg: RetrainConfig) -> dict[str, Any] | None:
 def _resolve_adversarial(cfg: RetrainConfig, spec: DatasetSpec) -> RetrainConfig:
     """Adversarial training's defaults made explicit (they depend on the dataset's pixel
     range), so config.json says exactly which attack the run trained on."""
-    attack = training_attack(cfg, spec)
+    attack = training_attack(cfg, spec.pixel_range)
     if attack is None:
         return cfg
     return cfg.with_overrides(adv_eps=attack.eps, adv_steps=attack.steps,

@@ -20,6 +20,8 @@ from nas.cli.resume import (
 )
 from nas.data.registry import dataset_names
 from nas.data.spec import DatasetSplits
+from nas.robust.adversarial_training import ADV_TRAIN_PGD_STEPS
+from nas.robust.attacks import attack_names
 from nas.run_dir import RunDir
 from nas.search.config import (
     SearchConfig,
@@ -126,6 +128,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --lipschitz-budget: LAMBDA x the log-units by which the "
                         "bound's P-quantile exceeds C is added to the architecture loss "
                         "(default 1)")
+    p.add_argument("--adv-train", metavar="ATTACK",
+                   help="adversarial training during search: weight and architecture steps "
+                        f"on attacks of their batches ({', '.join(attack_names())})")
+    p.add_argument("--adv-eps", type=float, help="--adv-train's L-infinity budget in pixel "
+                   "units (default 8/255 of the pixel range's width)")
+    p.add_argument("--adv-steps", type=int, help=f"--adv-train's PGD steps (default "
+                   f"{ADV_TRAIN_PGD_STEPS}; fgsm takes one)")
+    p.add_argument("--adv-step-size", type=float, help="--adv-train's PGD step in pixel "
+                   "units (default 2.5 * eps / steps)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
@@ -141,6 +152,8 @@ RESUME_FLAGS = {
     "lognormal_sigma": "lognormal_sigma", "lognormal_rank": "lognormal_rank",
     "discretise": "discretise", "lipschitz_budget": "lipschitz_budget",
     "confidence": "confidence", "lipschitz_weight": "lipschitz_weight",
+    "adv_train": "adv_train", "adv_eps": "adv_eps", "adv_steps": "adv_steps",
+    "adv_step_size": "adv_step_size",
 }
 
 
@@ -182,6 +195,14 @@ def _sampler_note(cfg: SearchConfig) -> str:
             f"discretised by {cfg.discretise}{term}")
 
 
+def _adversarial_note(search: Search) -> str:
+    a = search.attack
+    if a is None:
+        return ""
+    return (f"; adversarial training on {a.name}: eps {a.eps:.4g}, {a.steps} step(s) of "
+            f"{a.step_size:.4g} in pixel units")
+
+
 def config_from_args(args: argparse.Namespace) -> SearchConfig:
     if args.extend:
         raise InputError("--extend continues a run: it needs --resume DIR")
@@ -213,6 +234,10 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         lipschitz_budget=args.lipschitz_budget,
         confidence=args.confidence,
         lipschitz_weight=args.lipschitz_weight,
+        adv_train=args.adv_train,
+        adv_eps=args.adv_eps,
+        adv_steps=args.adv_steps,
+        adv_step_size=args.adv_step_size,
     )
     if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
         raise InputError("--latency-weight / --latency-target need --hardware NAME")
@@ -429,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
         f"{cfg.strategy.upper()} search on {cfg.dataset} ({cfg.preset} preset: "
         f"{_cells(cfg)}, {cfg.init_channels} channels, {cfg.epochs} epochs"
         f"{' per stage' if cfg.num_stages > 1 else ''}; {threads_now()} thread(s)"
-        f"{_sampler_note(cfg)}) -> {run_dir.path}"
+        f"{_sampler_note(cfg)}{_adversarial_note(search)}) -> {run_dir.path}"
     )
     result = search.run_all()
     measured = measure_derived(cfg, result)

@@ -111,27 +111,6 @@ def validate_config(cfg: RetrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise InputError(message)
-    validate_adversarial(cfg)
+    from nas.robust.adversarial_training import check_settings
 
-
-#: PGD steps of adversarial training when --adv-steps is not given: Madry et al.'s
-#: CIFAR-10 training attack (7 steps; evaluation uses more, `nas attack` 10)
-ADV_TRAIN_PGD_STEPS = 7
-
-
-def validate_adversarial(cfg: RetrainConfig) -> None:
-    """The adversarial-training settings: an attack the registry knows, settings it
-    accepts (checked on a [0, 1] range; the real range only scales the defaults), and no
-    --adv-* setting without --adv-train, which would otherwise be silently ignored."""
-    from nas.robust.attacks import make_attack
-
-    if cfg.adv_train is None:
-        given = [f"--{name.replace('_', '-')}" for name in ("adv_eps", "adv_steps",
-                                                             "adv_step_size")
-                 if getattr(cfg, name) is not None]
-        if given:
-            raise InputError(f"{', '.join(given)} without --adv-train has no effect; add "
-                             "--adv-train pgd (or fgsm)")
-        return
-    make_attack(cfg.adv_train, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,
-                default_steps=ADV_TRAIN_PGD_STEPS, flag="--adv-")
+    check_settings(cfg)

@@ -29,13 +29,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nas.data.batches import Batches, derive_seed
+from nas.data.batches import Batches
 from nas.data.registry import train_augment
-from nas.data.spec import DatasetSpec, DatasetSplits
+from nas.data.spec import DatasetSplits
 from nas.layer_state import advance_schedules, weight_decay_groups
-from nas.retrain.config import ADV_TRAIN_PGD_STEPS, RetrainConfig
+from nas.retrain.config import RetrainConfig
 from nas.retrain.networks import Arch, build_network
-from nas.robust.attacks import Attack, PixelModel, make_attack, to_normalised, to_pixels
+from nas.robust.adversarial_training import AdversarialBatches, training_attack
 from nas.run_dir import LOG, RunDir
 from nas.training import cosine_lr, evaluate, to_layout
 from search_spaces.errors import InputError, first_line
@@ -46,16 +46,6 @@ EVAL_BATCH = 256
 #: random stream of the adversarial starts; `Batches` uses 0 (order) and 1 (augmentation)
 #: with the same seed, so the perturbations are independent of both
 ADVERSARIAL_STREAM = 2
-
-
-def training_attack(cfg: RetrainConfig, spec: DatasetSpec) -> Attack | None:
-    """The attack adversarial training makes its batches with (None: clean training);
-    unset eps / steps / step size get their defaults on the dataset's pixel range."""
-    if cfg.adv_train is None:
-        return None
-    return make_attack(cfg.adv_train, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size,
-                       pixel_range=spec.pixel_range, default_steps=ADV_TRAIN_PGD_STEPS,
-                       flag="--adv-")
 
 
 def drop_path_probability(cfg: RetrainConfig, epoch: int) -> float:
@@ -114,8 +104,9 @@ class Retrainer:
         )
         self.test_batches = Batches(data.test_x, data.test_y, EVAL_BATCH, shuffle=False, seed=0)
         self.num_test = data.num_test
-        self.attack = training_attack(cfg, data.spec)
-        self.pixel_net = PixelModel(self.net, data.spec.mean, data.spec.std, channels_last)
+        self.attack = training_attack(cfg, data.spec.pixel_range)
+        self.adversarial = (None if self.attack is None else AdversarialBatches(
+            self.attack, self.net, data.spec.mean, data.spec.std, cfg.seed, channels_last))
         self.epoch = 0  # next epoch to run
 
     # ------------------------------------------------------------------ checkpoints
@@ -242,9 +233,5 @@ class Retrainer:
         statistics that lag the weights early on; Madry et al. attack in train mode, many
         PyTorch reproductions (e.g. TRADES) in eval mode.
         """
-        assert self.attack is not None
-        gen = torch.Generator().manual_seed(
-            derive_seed(self.cfg.seed, self.epoch, ADVERSARIAL_STREAM, batch))
-        mean, std = self.spec.mean, self.spec.std
-        pixels = self.attack(self.pixel_net, to_pixels(x, mean, std), y, gen)
-        return to_normalised(pixels, mean, std)
+        assert self.adversarial is not None
+        return self.adversarial(x, y, self.epoch, ADVERSARIAL_STREAM, batch)

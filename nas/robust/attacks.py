@@ -207,6 +207,9 @@ class Attack:
     step_size: float
     pixel_range: PixelRange
     random_start: bool = True
+    #: attack the network in eval mode (evaluation, retraining) or in the mode it is in
+    #: (a search's supernet, whose evaluation uses batch statistics)
+    eval_mode: bool = True
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -231,13 +234,13 @@ class AttackKind:
 def _run_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a: Attack,
               generator: torch.Generator | None) -> torch.Tensor:
     del generator  # deterministic
-    return fgsm(model, x, y, a.eps, a.pixel_range)
+    return fgsm(model, x, y, a.eps, a.pixel_range, eval_mode=a.eval_mode)
 
 
 def _run_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, a: Attack,
              generator: torch.Generator | None) -> torch.Tensor:
     return pgd(model, x, y, a.eps, a.steps, a.step_size, a.pixel_range,
-               random_start=a.random_start, generator=generator)
+               random_start=a.random_start, generator=generator, eval_mode=a.eval_mode)
 
 
 ATTACKS: dict[str, AttackKind] = {
@@ -259,7 +262,7 @@ def _number(value: float | None, flag: str) -> None:
 def make_attack(name: str, eps: float | None = None, steps: int | None = None,
                 step_size: float | None = None, pixel_range: PixelRange = (0.0, 1.0),
                 default_steps: int = 10, random_start: bool = True,
-                flag: str = "--") -> Attack:
+                flag: str = "--", eval_mode: bool = True) -> Attack:
     """Check an attack's settings and fill in the defaults, with one-line errors naming
     the command-line flags (`flag` is their prefix: "--" for `nas attack`, "--adv-" for
     `nas retrain`).
@@ -292,7 +295,7 @@ def make_attack(name: str, eps: float | None = None, steps: int | None = None,
         if step_size is not None and step_size != eps:
             raise InputError(f"{name} steps exactly eps; drop {flag}step-size {step_size}")
         steps, step_size = 1, eps
-    return Attack(name, eps, steps, step_size, (lo, hi), random_start)
+    return Attack(name, eps, steps, step_size, (lo, hi), random_start, eval_mode)
 
 
 # ------------------------------------------------------------------ evaluation

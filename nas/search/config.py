@@ -80,6 +80,13 @@ class SearchConfig(ConfigDict):
     lipschitz_budget: float | None = None
     confidence: float = 0.9
     lipschitz_weight: float = 1.0
+    # adversarial training during search (issue 19, nas.robust.adversarial_training):
+    # weight and architecture steps on attacks of their batches; eps / step size in pixel
+    # units, None: the defaults on the dataset's pixel range
+    adv_train: str | None = None
+    adv_eps: float | None = None
+    adv_steps: int | None = None
+    adv_step_size: float | None = None
     # bookkeeping
     eval_every: int = 1
     data_limit: int | None = None
@@ -217,6 +224,9 @@ def validate_config(cfg: SearchConfig) -> None:
             raise InputError(f"--activations repeats a name: {','.join(cfg.activations)}")
     _check_sampler(cfg)
     _check_lipschitz(cfg)
+    from nas.robust.adversarial_training import check_settings
+
+    check_settings(cfg)
     if not 0.0 < cfg.train_portion < 1.0:
         raise InputError(f"train portion must be in (0, 1), got {cfg.train_portion}")
     if strategy.staged:

@@ -23,6 +23,7 @@ from nas.data.batches import Batches, cycle
 from nas.data.registry import load_dataset, train_augment
 from nas.data.spec import DatasetSplits
 from nas.layer_state import advance_schedules, weight_decay_groups
+from nas.robust.adversarial_training import AdversarialBatches, Perturb, training_attack
 from nas.run_dir import ARCH_LOG, LOG, RunDir
 from nas.search.architect import Architect, ArchLossTerm
 from nas.search.config import (
@@ -44,6 +45,10 @@ EdgeOps = dict[str, Any]
 TermFactory = Callable[[EdgeOps], ArchLossTerm]
 #: extra per-epoch log fields from (soft weights, op sets, derived genotype)
 Probe = Callable[[dict[str, torch.Tensor], EdgeOps, Any], dict[str, Any]]
+
+
+#: random stream of a search's adversarial starts (`Batches` uses 0 and 1 with the seed)
+SEARCH_ADVERSARIAL_STREAM = 2
 
 
 class ModelTermFactory(ABC):
@@ -112,6 +117,7 @@ class Search:
         if data is None:
             data = load_search_data(cfg)
         self.spec = data.spec
+        self.attack = training_attack(cfg, data.spec.pixel_range, eval_mode=False)
         x_a, y_a, x_b, y_b = data.search_split(cfg.train_portion, seed=cfg.seed)
         self.train_batches = Batches(
             x_a, y_a, cfg.batch_size, shuffle=True, seed=cfg.seed,
@@ -249,6 +255,7 @@ class Search:
             model, self.train_batches, self._global_epoch(), self.val_stream,
             self.weight_optimizer, self.architect, lr, train_arch, cfg.grad_clip,
             self.channels_last, desc=f"{stage_tag}epoch {self.epoch + 1}/{cfg.epochs}",
+            perturb=self._perturb(model),
         )
         record: dict[str, Any] = {
             "stage": self.stage,
@@ -258,6 +265,8 @@ class Search:
             "arch_updates": train_arch,
             **stats.as_dict(),
         }
+        if self.attack is not None:  # losses and accuracy are on attacked batches
+            record["adv_train"] = self.attack.name
         last = self.epoch == cfg.epochs - 1
         if cfg.eval_every and ((self.epoch + 1) % cfg.eval_every == 0 or last):
             record["val_loss"], record["val_acc"] = evaluate(
@@ -296,6 +305,22 @@ class Search:
             for cell, edges in self.edge_ops.items():
                 choices[activation_key(cell)] = [list(self.cfg.activations)] * len(edges)
         return choices
+
+    def _perturb(self, model: Any) -> Perturb | None:
+        """This epoch's adversarial batches against the current supernet, or None.
+
+        The attack runs the supernet in the mode it is in (train: batch statistics), not
+        in eval mode as retraining does: a supernet's running statistics are not what it
+        is evaluated with (`evaluate(..., batch_statistics=True)`), so an eval-mode attack
+        would attack a network the search never uses. Its forward passes use the expected
+        architecture weights (`expected_arch_weights`): the attack is on the mean network,
+        not on each step's sample."""
+        if self.attack is None:
+            return None
+        batches = AdversarialBatches(self.attack, model, self.spec.mean, self.spec.std,
+                                     self.cfg.seed, self.channels_last)
+        epoch = self._global_epoch()
+        return lambda x, y, k: batches(x, y, epoch, SEARCH_ADVERSARIAL_STREAM, k)
 
     def _global_epoch(self) -> int:
         """A distinct data epoch per (stage, epoch), so stages do not replay batches."""

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nas.data.batches import Batches
+from nas.robust.adversarial_training import Perturb
 from nas.search.architect import Architect
 from nas.training import to_layout
 from search_spaces.supernet import SuperNet
@@ -48,18 +49,28 @@ def train_epoch(
     grad_clip: float,
     channels_last: bool,
     desc: str = "",
+    perturb: Perturb | None = None,
 ) -> EpochStats:
-    """Alternate an architecture step on a validation batch and a weight step (DARTS order)."""
+    """Alternate an architecture step on a validation batch and a weight step (DARTS order).
+
+    With `perturb` (adversarial training) both steps see attacked batches: the weights
+    train on adversarial examples and the architecture is chosen by its adversarial
+    validation loss (`perturb(x, y, 2k)` for the k-th training batch, `(xv, yv, 2k + 1)`
+    for its validation batch, so every attack has its own seeded random start)."""
     model.train()
     for group in weight_optimizer.param_groups:
         group["lr"] = lr
     weight_params = model.weight_parameters()
     stats = EpochStats()
     bar = tqdm(batches.epoch(epoch), total=len(batches), desc=desc, leave=False, disable=None)
-    for x, y in bar:
+    for step, (x, y) in enumerate(bar):
+        if perturb is not None:
+            x = perturb(x, y, 2 * step)
         x = to_layout(x, channels_last)
         if train_arch:
             xv, yv = next(val_stream)
+            if perturb is not None:
+                xv = perturb(xv, yv, 2 * step + 1)
             arch = architect.step(x, y, to_layout(xv, channels_last), yv, lr, weight_optimizer)
             stats.arch_loss += arch.pop("arch_loss")
             stats.arch_steps += 1
