@@ -43,6 +43,8 @@ MacCounter = CallCounter
 #: The layer-spec registry under its old name (module type -> `LayerSpec`, no longer a
 #: bare counter); code that saves and restores it around a test keeps working.
 MAC_COUNTERS = LAYER_SPECS
+#: bit-operations of one fp32 multiply-accumulate (32-bit weights x 32-bit inputs)
+FLOAT_BOPS_PER_MAC = 32 * 32
 
 
 def register_mac_counter(

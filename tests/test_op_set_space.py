@@ -226,3 +226,21 @@ def test_batched_adder_op_is_its_edges_modules_and_scales_each_edge_alone(name, 
         mine = [m for m in module.modules() if isinstance(m, AdderConv2d)]
         for big, small in zip(adders, mine, strict=True):
             torch.testing.assert_close(big.weight.grad[e * C:(e + 1) * C], small.weight.grad)
+
+
+def test_retrain_report_counts_adder_additions_and_modelled_energy(tmp_path, capsys) -> None:
+    """The adder form of DARTS_V2 retrained with --hardware: the report gives the adder
+    layers' additions and the modelled energy, lower than the float cell's."""
+    adder = DARTS.rename_ops(resolve_genotype("DARTS_V2"), adder_form)
+    DARTS.save(adder, tmp_path / "adder.json")
+    reports = {}
+    for name, genotype in (("adder", str(tmp_path / "adder.json")), ("float", "DARTS_V2")):
+        code, out, err = run_cli(["retrain", "--genotype", genotype, "--epochs", "1",
+                                  "--channels", "4", "--layers", "3", "--limit", "32",
+                                  "--batch-size", "16", "--no-measure", "--hardware",
+                                  "raspi4", "--out", str(tmp_path / name), "--json"], capsys)
+        assert code == 0, err
+        reports[name] = json.loads(out)
+    assert reports["adder"]["adder_additions"] > 0 and "adder_additions" not in reports["float"]
+    assert reports["adder"]["energy"]["mj"] < reports["float"]["energy"]["mj"]
+    assert "bit_operations" not in reports["float"]

@@ -128,6 +128,14 @@ def test_search_retrain_and_info_with_quantized_candidates(tmp_path, capsys) -> 
     assert code == 0, err
     report = json.loads(out)
     assert 0 <= report["test_acc"] <= 1
+    # the report tells the binary network from its float form: bit-operations, MACs per
+    # precision, and the modelled energy beside the predicted latency
+    assert report["macs_by_precision"]["w1a1"] > 0
+    assert report["bit_operations"] == sum(
+        m * int(p[1:p.index("a")]) * int(p[p.index("a") + 1:])
+        for p, m in report["macs_by_precision"].items())
+    assert report["energy"]["hardware"] == "raspi4" and report["energy"]["mj"] > 0
+    assert report["energy"]["label"].startswith("modelled")
     if "onnx_note" not in report:  # the onnx extra is installed: the file is float ops
         assert "binary layers as float operations" in report["onnx_holds"]
     code = main(["info", str(tmp_path / "b.json"), "--dataset", "digits", "--json"])

@@ -13,15 +13,12 @@ import argparse
 import json
 from typing import Any
 
-from search_spaces.complexity import count_ops
+from search_spaces.complexity import FLOAT_BOPS_PER_MAC, count_ops
 from search_spaces.darts_space import NETWORK_SHAPES
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import published_names
 from search_spaces.nb201 import BENCHMARK_CELLS_PER_STAGE, BENCHMARK_CHANNELS
 from search_spaces.space import load_architecture, space_of
-
-#: bit-operations of one fp32 multiply-accumulate (32-bit weights x 32-bit inputs)
-FLOAT_BOPS_PER_MAC = 32 * 32
 
 #: every dataset some space has a network for
 DATASETS = sorted(NETWORK_SHAPES)

@@ -32,6 +32,7 @@ from nas.retrain.networks import Arch, load_arch, resolve_arch, save_arch
 from nas.retrain.report import (
     format_report,
     measured_latency_here,
+    modelled_energy,
     network_size,
     predicted_latency,
 )
@@ -287,6 +288,8 @@ def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genot
         **network_size(net, shape),
         "predicted_latency": prediction,
     }
+    if cfg.hardware:
+        report["energy"] = modelled_energy(genotype, cfg.hardware)
     if trainer.attack is not None:
         report["adversarial_training"] = trainer.attack.to_dict()
     if args.no_measure:

@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from latency.hardware import load_profile
-from search_spaces.complexity import count_macs, count_parameters
+from search_spaces.complexity import FLOAT_BOPS_PER_MAC, count_macs, count_ops, count_parameters
 
 #: the profile whose timing rules (batch, threads, precision, repeats) measure "here"
 HERE_PROFILE = "cpu"
@@ -84,9 +84,31 @@ def measured_latency_here(net: nn.Module, input_shape: tuple[int, ...],
     return out
 
 
-def network_size(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """Parameters and multiply-accumulates of the deployed network (no auxiliary head)."""
-    return {"params": count_parameters(net), "macs": count_macs(net, input_shape)}
+def network_size(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Parameters and multiply-accumulates of the trained network (no auxiliary head);
+    with adder layers their additions, with low-bit layers the bit-operations and the
+    MACs per precision: what tells an adder or quantized network from its float form."""
+    out: dict[str, Any] = {"params": count_parameters(net),
+                           "macs": count_macs(net, input_shape)}
+    counts = count_ops(net, input_shape)
+    if counts.additions:
+        out["adder_additions"] = counts.additions
+    if counts.bops != FLOAT_BOPS_PER_MAC * counts.macs:
+        out["bit_operations"] = counts.bops
+        out["macs_by_precision"] = {f"w{w}a{a}": m for (w, a), m
+                                    in sorted(counts.by_precision.items(), reverse=True)}
+    return out
+
+
+def modelled_energy(genotype: Any, hardware: str) -> dict[str, Any]:
+    """The modelled arithmetic energy per image of the network `hardware`'s latencies
+    refer to (`latency.energy`), so a report puts energy beside predicted latency."""
+    from latency.energy import architecture_energy
+
+    profile = load_profile(hardware)
+    e = architecture_energy(genotype, profile)
+    return {"mj": e.mj, "hardware": hardware, "precision": profile.precision,
+            "label": e.label}
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -99,6 +121,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"  parameters:            {r['params']:,} (auxiliary head excluded)",
         f"  multiply-accumulates:  {r['macs']:,} per image",
     ]
+    if r.get("adder_additions"):
+        lines.append(f"  additions (adder):     {r['adder_additions']:,} per image")
+    if r.get("bit_operations"):
+        by = ", ".join(f"{k} {v:,}" for k, v in r["macs_by_precision"].items())
+        lines.append(f"  bit-operations:        {r['bit_operations']:,} per image (MACs: {by})")
     p = r.get("predicted_latency")
     if p:
         if p.get("ms") is not None:
@@ -108,6 +135,10 @@ def format_report(r: dict[str, Any]) -> str:
             lines.append(f"  predicted latency:     none for {p['hardware']}: {p['note']}")
         if p.get("caution"):
             lines.append(f"  caution:               {p['caution']}")
+    e = r.get("energy")
+    if e:
+        lines.append(f"  energy (modelled):     {e['mj']:.4f} mJ per image on {e['hardware']}'s "
+                     f"deployed network ({e['precision']})")
     m = r.get("measured_latency") or {}
     for key in ("torch", "onnxruntime"):
         if key in m:
