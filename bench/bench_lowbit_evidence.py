@@ -45,7 +45,7 @@ from evidence_runs import (  # noqa: E402
     Run,
     add_common_arguments,
     data_arguments,
-    nas,
+    nas_run,
     parse_jobs,
     run_jobs,
     write_results,
@@ -84,15 +84,16 @@ def one(arm: str, seed: int, a: argparse.Namespace, folder: Path) -> Run:
     search: dict[str, Any] = {}
     if arm == "searched":
         source = folder / f"search-{seed}"
-        search = nas(["search", "--space", "darts", "--ops", SEARCH_OPS, "--hardware",
-                      "raspi4", "--latency-weight", str(a.latency_weight), "--preset",
-                      "small", "--epochs", str(a.epochs), "--out", str(source), *common])
+        search = nas_run("search", source, [
+            "--space", "darts", "--ops", SEARCH_OPS, "--hardware", "raspi4",
+            "--latency-weight", str(a.latency_weight), "--preset", "small", "--epochs",
+            str(a.epochs), *common])
     else:
         source = genotype_file(arm, folder)
     t1 = time.perf_counter()
-    retrain = nas(["retrain", "--genotype", str(source), "--preset", "small", "--epochs",
-                   str(a.retrain_epochs), "--no-measure",
-                   "--out", str(folder / f"retrain-{arm}-{seed}"), *common])
+    retrain = nas_run("retrain", folder / f"retrain-{arm}-{seed}",
+                      ["--genotype", str(source), "--preset", "small", "--epochs",
+                       str(a.retrain_epochs), "--no-measure", *common], ["--no-measure"])
     t2 = time.perf_counter()
     print(f"{arm:8s} seed {seed}: retrain test {retrain['test_acc']:.3f} ({t2 - t1:.0f} s"
           f"{f', search {t1 - t0:.0f} s' if search else ''})", file=sys.stderr, flush=True)

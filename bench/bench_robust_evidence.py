@@ -37,6 +37,7 @@ from evidence_runs import (  # noqa: E402
     add_common_arguments,
     data_arguments,
     nas,
+    nas_run,
     parse_jobs,
     run_jobs,
     write_results,
@@ -58,11 +59,12 @@ def one(arm: str, seed: int, a: argparse.Namespace, folder: Path) -> Run:
         sampler += ["--lipschitz-budget", str(a.lipschitz_budget)]
     adv = [] if a.adv_train == "none" else ["--adv-train", a.adv_train]
     t0 = time.perf_counter()
-    search = nas(["search", "--space", "darts", "--preset", "small", "--epochs",
-                  str(a.epochs), "--out", str(source), *common, *sampler])
+    search = nas_run("search", source, ["--space", "darts", "--preset", "small", "--epochs",
+                                        str(a.epochs), *common, *sampler])
     t1 = time.perf_counter()
-    retrain = nas(["retrain", "--genotype", str(source), "--preset", "small", "--epochs",
-                   str(a.retrain_epochs), "--no-measure", "--out", str(target), *common, *adv])
+    retrain = nas_run("retrain", target, ["--genotype", str(source), "--preset", "small",
+                                          "--epochs", str(a.retrain_epochs), "--no-measure",
+                                          *common, *adv], ["--no-measure"])
     t2 = time.perf_counter()
     attacks: dict[str, Any] = {}
     for name, extra in (("pgd", ["--steps", str(a.attack_steps), "--step-size", str(STEP)]),

@@ -39,6 +39,16 @@ def nas(args: list[str]) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
+def nas_run(command: str, out: Path, args: list[str],
+            resume_args: Sequence[str] = ()) -> dict[str, Any]:
+    """``nas COMMAND ARGS --out OUT``; or, when OUT already holds a run (a bench killed
+    mid-run left it), ``nas COMMAND --resume OUT RESUME_ARGS``, which continues it from its
+    checkpoint (or just reports a finished one) instead of failing on the existing folder."""
+    if out.is_dir() and any(out.iterdir()):
+        return nas([command, "--resume", str(out), *resume_args])
+    return nas([command, *args, "--out", str(out)])
+
+
 def add_common_arguments(ap: argparse.ArgumentParser, arms: Sequence[str], *, epochs: int,
                          retrain_epochs: int, limit: int, out: Path) -> None:
     """The options every evidence bench takes."""

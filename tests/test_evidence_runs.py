@@ -78,3 +78,18 @@ def test_results_are_built_from_every_run_on_file(tmp_path: Path) -> None:
 def test_unknown_arm_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="unknown arm"):
         evidence_runs.parse_jobs(args(tmp_path, "--arms", "float,int3"), ARMS)
+
+
+def test_a_run_folder_left_by_a_killed_bench_is_resumed_not_refused(tmp_path, monkeypatch
+                                                                    ) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(evidence_runs, "nas", lambda args: calls.append(args) or {})
+    out = tmp_path / "search-0"
+    evidence_runs.nas_run("search", out, ["--epochs", "2"])
+    out.mkdir()
+    evidence_runs.nas_run("search", out, ["--epochs", "2"])  # empty: still a fresh run
+    (out / "checkpoint.pt").write_bytes(b"")
+    evidence_runs.nas_run("retrain", out, ["--epochs", "2"], ["--no-measure"])
+    assert calls == [["search", "--epochs", "2", "--out", str(out)],
+                     ["search", "--epochs", "2", "--out", str(out)],
+                     ["retrain", "--resume", str(out), "--no-measure"]]
