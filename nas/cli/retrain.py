@@ -37,8 +37,8 @@ from nas.retrain.report import (
     predicted_latency,
 )
 from nas.retrain.trainer import Retrainer, check_checkpoint
-from nas.robust.adversarial_training import ADV_TRAIN_PGD_STEPS, training_attack
-from nas.robust.attacks import attack_names
+from nas.robust import adversarial_training as adversarial
+from nas.robust.adversarial_training import training_attack
 from nas.run_dir import RunDir
 from nas.search.config import default_preset
 from nas.threads import threads_now
@@ -84,15 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--seed", type=int, help="random seed of weights, data order and "
                    "drop-path (default 0)")
-    p.add_argument("--adv-train", metavar="ATTACK",
-                   help=f"adversarial training (Madry et al.): train on attacks of every "
-                   f"batch against the current weights ({', '.join(attack_names())})")
-    p.add_argument("--adv-eps", type=float, help="--adv-train's L-infinity budget in pixel "
-                   "units (default 8/255 of the pixel range's width: 8/255 on [0, 1])")
-    p.add_argument("--adv-steps", type=int, help=f"--adv-train's PGD steps (default "
-                   f"{ADV_TRAIN_PGD_STEPS}; fgsm takes one)")
-    p.add_argument("--adv-step-size", type=float, help="--adv-train's PGD step in pixel units "
-                   "(default 2.5 * eps / steps)")
+    adversarial.add_arguments(p, "train on attacks of every batch against the current "
+                              "weights")
     p.add_argument("--no-measure", action="store_true",
                    help="do not time the trained network on this machine")
     p.add_argument("--out", help="run directory (default results/<time>-retrain-<genotype>); "
@@ -107,8 +100,8 @@ RESUME_FLAGS = {
     "dataset": "dataset", "hardware": "hardware", "predictor": "predictor", "preset": "preset",
     "epochs": "epochs", "channels": "init_channels", "layers": "layers",
     "batch_size": "batch_size", "lr": "lr", "drop_path": "drop_path", "cutout": "cutout",
-    "limit": "data_limit", "seed": "seed", "adv_train": "adv_train", "adv_eps": "adv_eps",
-    "adv_steps": "adv_steps", "adv_step_size": "adv_step_size",
+    "limit": "data_limit", "seed": "seed",
+    **{name: name for name in adversarial.SETTINGS},
 }
 
 
@@ -122,8 +115,7 @@ def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
         predictor=args.predictor, seed=args.seed if args.seed is not None else 0,
         epochs=args.epochs, init_channels=args.channels, layers=args.layers,
         batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, cutout=args.cutout,
-        data_limit=args.limit, adv_train=args.adv_train, adv_eps=args.adv_eps,
-        adv_steps=args.adv_steps, adv_step_size=args.adv_step_size,
+        data_limit=args.limit, **adversarial.settings_from_args(args),
     )
     if cfg.dataset == "cifar10" and not cfg.data_dir:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")

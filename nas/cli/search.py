@@ -20,8 +20,7 @@ from nas.cli.resume import (
 )
 from nas.data.registry import dataset_names
 from nas.data.spec import DatasetSplits
-from nas.robust.adversarial_training import ADV_TRAIN_PGD_STEPS
-from nas.robust.attacks import attack_names
+from nas.robust import adversarial_training as adversarial
 from nas.run_dir import RunDir
 from nas.search.config import (
     SearchConfig,
@@ -128,15 +127,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --lipschitz-budget: LAMBDA x the log-units by which the "
                         "bound's P-quantile exceeds C is added to the architecture loss "
                         "(default 1)")
-    p.add_argument("--adv-train", metavar="ATTACK",
-                   help="adversarial training during search: weight and architecture steps "
-                        f"on attacks of their batches ({', '.join(attack_names())})")
-    p.add_argument("--adv-eps", type=float, help="--adv-train's L-infinity budget in pixel "
-                   "units (default 8/255 of the pixel range's width)")
-    p.add_argument("--adv-steps", type=int, help=f"--adv-train's PGD steps (default "
-                   f"{ADV_TRAIN_PGD_STEPS}; fgsm takes one)")
-    p.add_argument("--adv-step-size", type=float, help="--adv-train's PGD step in pixel "
-                   "units (default 2.5 * eps / steps)")
+    adversarial.add_arguments(p, "the weight and architecture steps train on attacks of "
+                              "their batches")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
@@ -152,8 +144,7 @@ RESUME_FLAGS = {
     "lognormal_sigma": "lognormal_sigma", "lognormal_rank": "lognormal_rank",
     "discretise": "discretise", "lipschitz_budget": "lipschitz_budget",
     "confidence": "confidence", "lipschitz_weight": "lipschitz_weight",
-    "adv_train": "adv_train", "adv_eps": "adv_eps", "adv_steps": "adv_steps",
-    "adv_step_size": "adv_step_size",
+    **{name: name for name in adversarial.SETTINGS},
 }
 
 
@@ -234,10 +225,7 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
         lipschitz_budget=args.lipschitz_budget,
         confidence=args.confidence,
         lipschitz_weight=args.lipschitz_weight,
-        adv_train=args.adv_train,
-        adv_eps=args.adv_eps,
-        adv_steps=args.adv_steps,
-        adv_step_size=args.adv_step_size,
+        **adversarial.settings_from_args(args),
     )
     if (cfg.latency_weight or cfg.latency_target_ms) and not cfg.hardware:
         raise InputError("--latency-weight / --latency-target need --hardware NAME")

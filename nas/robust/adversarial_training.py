@@ -12,8 +12,9 @@ exactly the perturbations an uninterrupted one makes, with nothing in the checkp
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -25,6 +26,31 @@ from search_spaces.errors import InputError
 #: PGD steps of adversarial training when --adv-steps is not given: Madry et al.'s
 #: CIFAR-10 training attack (7 steps; evaluation uses more, `nas attack` 10)
 ADV_TRAIN_PGD_STEPS = 7
+
+
+#: the four settings, as argparse destinations and config keys alike
+SETTINGS = ("adv_train", "adv_eps", "adv_steps", "adv_step_size")
+
+
+def add_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """`--adv-train`, `--adv-eps`, `--adv-steps`, `--adv-step-size` for a command whose
+    adversarial training does `what` (one wording of units and defaults for both)."""
+    from nas.robust.attacks import attack_names
+
+    p.add_argument("--adv-train", metavar="ATTACK",
+                   help=f"adversarial training (Madry et al.): {what} "
+                        f"({', '.join(attack_names())})")
+    p.add_argument("--adv-eps", type=float, help="--adv-train's L-infinity budget in pixel "
+                   "units (default 8/255 of the pixel range's width: 8/255 on [0, 1])")
+    p.add_argument("--adv-steps", type=int, help=f"--adv-train's PGD steps (default "
+                   f"{ADV_TRAIN_PGD_STEPS}; fgsm takes one)")
+    p.add_argument("--adv-step-size", type=float, help="--adv-train's PGD step in pixel "
+                   "units (default 2.5 * eps / steps)")
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The four settings as config overrides (None where a flag was not given)."""
+    return {name: getattr(args, name) for name in SETTINGS}
 
 
 class AdversarialSettings(Protocol):
@@ -45,8 +71,7 @@ def check_settings(cfg: AdversarialSettings) -> None:
     real range only scales the defaults), and no --adv-* setting without --adv-train,
     which would otherwise be silently ignored."""
     if cfg.adv_train is None:
-        given = [f"--{name.replace('_', '-')}" for name in ("adv_eps", "adv_steps",
-                                                             "adv_step_size")
+        given = [f"--{name.replace('_', '-')}" for name in SETTINGS[1:]
                  if getattr(cfg, name) is not None]
         if given:
             raise InputError(f"{', '.join(given)} without --adv-train has no effect; add "
@@ -87,5 +112,6 @@ class AdversarialBatches:
 Perturb = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
-__all__ = ["ADV_TRAIN_PGD_STEPS", "AdversarialBatches", "AdversarialSettings", "Perturb",
-           "check_settings", "training_attack"]
+__all__ = ["ADV_TRAIN_PGD_STEPS", "SETTINGS", "AdversarialBatches", "AdversarialSettings",
+           "Perturb", "add_arguments", "check_settings", "settings_from_args",
+           "training_attack"]
