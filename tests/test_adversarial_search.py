@@ -34,19 +34,12 @@ def test_adversarial_search_trains_on_attacks_and_says_so(tmp_path, capsys) -> N
     assert weights(tmp_path / "adv") != weights(tmp_path / "clean")
 
 
-def test_killed_adversarial_search_resumes_exactly(tmp_path, capsys, monkeypatch) -> None:
+def test_killed_adversarial_search_resumes_exactly(tmp_path, capsys, monkeypatch,
+                                                   kill_at_checkpoint) -> None:
     args = [*TINY, *ADV, "--epochs", "3"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
-    real, calls = RunDir.save_checkpoint, {"n": 0}
-
-    def save(self: RunDir, state: dict) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        real(self, state)
-
     with monkeypatch.context() as mp:
-        mp.setattr(RunDir, "save_checkpoint", save)
+        kill_at_checkpoint(mp, 3)  # epoch 2 logged, its checkpoint not written
         assert main([*args, "--out", str(tmp_path / "run")]) == 130
     assert main(["search", "--resume", str(tmp_path / "run")]) == 0
     capsys.readouterr()

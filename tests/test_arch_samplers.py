@@ -197,20 +197,12 @@ def test_log_normal_p_darts_prunes_by_the_importance_view(tmp_path) -> None:
     assert stages == [0, 1] and result.genotype is not None
 
 
-def test_killed_log_normal_search_resumes_to_the_same_genotype(tmp_path, capsys,
-                                                               monkeypatch) -> None:
+def test_killed_log_normal_search_resumes_to_the_same_genotype(
+        tmp_path, capsys, monkeypatch, kill_at_checkpoint) -> None:
     args = ["search", "--space", "darts", "--sampler", "lognormal", *TINY, "--epochs", "3"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
-    real, calls = RunDir.save_checkpoint, {"n": 0}
-
-    def save(self: RunDir, state: dict) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        real(self, state)
-
     with monkeypatch.context() as mp:
-        mp.setattr(RunDir, "save_checkpoint", save)
+        kill_at_checkpoint(mp, 3)  # epoch 2 logged, its checkpoint not written
         assert main([*args, "--out", str(tmp_path / "run")]) == 130
     assert main(["search", "--resume", str(tmp_path / "run")]) == 0
     capsys.readouterr()

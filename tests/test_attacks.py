@@ -383,21 +383,13 @@ def test_adversarial_retrain_logs_and_resolves_its_attack(tmp_path, capsys) -> N
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_adversarial_retrain_resumes_exactly(tmp_path, capsys, monkeypatch) -> None:
+def test_adversarial_retrain_resumes_exactly(tmp_path, capsys, monkeypatch,
+                                             kill_at_checkpoint) -> None:
     args = ["retrain", "--genotype", "DARTS_V2", "--epochs", "2", *TINY, *ADV]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_cli([*args, "--out", str(whole)], capsys)[0] == 0
-    real = RunDir.save_checkpoint
-    calls = {"n": 0}
-
-    def save(self: RunDir, state: dict) -> None:  # killed at the 3rd save: after epoch 2
-        calls["n"] += 1        # was logged, before its checkpoint
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        real(self, state)
-
     with monkeypatch.context() as mp:
-        mp.setattr(RunDir, "save_checkpoint", save)
+        kill_at_checkpoint(mp, 3)  # epoch 2 logged, its checkpoint not written
         code, _, err = run_cli([*args, "--out", str(killed)], capsys)
     assert code == 130 and "resume with" in err
     assert_one_line_error(*run_cli(["retrain", "--resume", str(killed), "--adv-eps", "0.2",

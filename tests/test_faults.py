@@ -76,28 +76,14 @@ def fresh_args(kind: str, out: Path) -> list[str]:
     return ["retrain", "--genotype", "DARTS_V2", *TINY, "--no-measure", "--out", str(out)]
 
 
-def kill_at_checkpoint(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    """A kill during the n-th checkpoint save: after that epoch's log lines were written,
-    before its checkpoint (the first save is the one before epoch 1)."""
-    real = RunDir.save_checkpoint
-    calls = {"n": 0}
-
-    def save(self: RunDir, state: dict) -> None:
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        real(self, state)
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", save)
-
-
 # ------------------------------------------------------------------ kills, then resume
 
 
 @pytest.mark.parametrize("kind", ["search", "retrain"])
 @pytest.mark.parametrize("torn", [None, b'{"stage": 0, "epo', b"garbage\n"])
 def test_kill_between_log_write_and_checkpoint_resumes_exactly(
-        finished, tmp_path, capsys, monkeypatch, kind: str, torn: bytes | None) -> None:
+        finished, tmp_path, capsys, monkeypatch, kill_at_checkpoint, kind: str,
+        torn: bytes | None) -> None:
     """Killed after epoch 2's log lines but before its checkpoint, with (optionally) a torn
     line after them: the resume cuts what the checkpoint does not cover and ends with
     exactly the uninterrupted run's logs and result."""
@@ -128,8 +114,8 @@ def test_kill_between_log_write_and_checkpoint_resumes_exactly(
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_kill_during_the_first_epoch_resumes_from_the_start(finished, tmp_path, capsys,
-                                                            monkeypatch) -> None:
+def test_kill_during_the_first_epoch_resumes_from_the_start(
+        finished, tmp_path, capsys, monkeypatch, kill_at_checkpoint) -> None:
     run = tmp_path / "run"
     with monkeypatch.context() as mp:
         kill_at_checkpoint(mp, 2)  # epoch 1 logged, its checkpoint never written

@@ -383,22 +383,14 @@ def test_search_logs_the_bound_and_a_tight_budget_lowers_it(tmp_path, capsys) ->
     assert tight[-1]["lipschitz_log_mean"] < logged[-1]["lipschitz_log_mean"]
 
 
-def test_killed_search_with_the_term_resumes_to_the_same_logs(tmp_path, capsys,
-                                                              monkeypatch) -> None:
+def test_killed_search_with_the_term_resumes_to_the_same_logs(
+        tmp_path, capsys, monkeypatch, kill_at_checkpoint) -> None:
     """The term keeps only power-iteration vectors, reset at every epoch start: the
     resumed run re-runs the killed epoch and must log exactly what the full run did."""
     args = [*TINY, "--epochs", "3", "--lipschitz-budget", "5"]
     full = search(tmp_path, "full", *args)
-    real, calls = RunDir.save_checkpoint, {"n": 0}
-
-    def save(self: RunDir, state: dict) -> None:
-        calls["n"] += 1
-        if calls["n"] == 3:  # epoch 2 logged, its checkpoint not written
-            raise KeyboardInterrupt
-        real(self, state)
-
     with monkeypatch.context() as mp:
-        mp.setattr(RunDir, "save_checkpoint", save)
+        kill_at_checkpoint(mp, 3)  # epoch 2 logged, its checkpoint not written
         assert main(["search", *args, "--out", str(tmp_path / "run")]) == 130
     assert main(["search", "--resume", str(tmp_path / "run")]) == 0
     capsys.readouterr()

@@ -162,28 +162,13 @@ def test_energy_of_quantized_genotypes_follows_their_bit_operations() -> None:
     assert torch.isfinite(torch.tensor(dsq.pj))
 
 
-def _kill_at_checkpoint(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    """Raise KeyboardInterrupt in the n-th checkpoint save (the first is before epoch 1):
-    that epoch is logged, its checkpoint never written."""
-    real = RunDir.save_checkpoint
-    calls = {"n": 0}
-
-    def save(self: RunDir, state: dict) -> None:
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        real(self, state)
-
-    monkeypatch.setattr(RunDir, "save_checkpoint", save)
-
-
 LOWBIT_TINY = ["--epochs", "3", "--channels", "4", "--layers", "3", "--limit", "32",
                "--batch-size", "16"]
 
 
 @pytest.mark.parametrize("kind", ["search", "retrain"])
 def test_kill_and_resume_with_quantized_ops_ends_exactly_like_an_uninterrupted_run(
-        tmp_path, capsys, monkeypatch, kind: str) -> None:
+        tmp_path, capsys, monkeypatch, kill_at_checkpoint, kind: str) -> None:
     """Killed after epoch 2 is logged (before its checkpoint): the resume redoes epoch 2
     with the EDE t, k of epoch 2 and the DSQ clipping ranges of the checkpoint, and ends
     bit for bit where the uninterrupted run ends (weights, quantizer parameters, EDE
@@ -198,7 +183,7 @@ def test_kill_and_resume_with_quantized_ops_ends_exactly_like_an_uninterrupted_r
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert main([*args, *LOWBIT_TINY, "--out", str(tmp_path / "full")]) == 0
     with monkeypatch.context() as mp:
-        _kill_at_checkpoint(mp, 3)
+        kill_at_checkpoint(mp, 3)
         assert main([*args, *LOWBIT_TINY, "--out", str(tmp_path / "run")]) == 130
     resume = [kind, "--resume", str(tmp_path / "run")]
     assert main(resume + (["--no-measure"] if kind == "retrain" else [])) == 0
