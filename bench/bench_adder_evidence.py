@@ -40,6 +40,7 @@ from evidence_runs import (  # noqa: E402
     Run,
     add_common_arguments,
     data_arguments,
+    deployed_costs,
     nas_run,
     parse_jobs,
     run_jobs,
@@ -90,23 +91,11 @@ def one(arm: str, seed: int, a: argparse.Namespace, folder: Path) -> Run:
 
 
 def costs(run: Run) -> None:
-    """Counts of the retrained network, and modelled energy / simulated latency of the
-    deployed network."""
-    from latency.energy import architecture_energy
-    from latency.hardware import load_profile
-    from latency.simulate import simulate_genotype
-    from nas.cli.info import network_size
-    from search_spaces.space import load_architecture
-
-    g = load_architecture(run["source"])
-    size = network_size(g, "cifar10", channels=16, layers=8)
-    run.update({"multiplications": size["multiplications"],
-                "additions": size["total_additions"],
-                "adder_additions": size["additions"], "genotype": g.to_dict()})
-    for name in PROFILES:
-        profile = load_profile(name)
-        run[f"{name}_energy_mj"] = architecture_energy(g, profile).mj
-        run[f"{name}_simulated_ms"] = simulate_genotype(g, profile).ms
+    """Multiplications and additions of the retrained network (adder layers' own apart),
+    and modelled energy / simulated latency of the deployed network."""
+    deployed_costs(run, PROFILES, {"multiplications": "multiplications",
+                                   "total_additions": "additions",
+                                   "additions": "adder_additions"})
 
 
 def main() -> int:

@@ -45,6 +45,7 @@ from evidence_runs import (  # noqa: E402
     Run,
     add_common_arguments,
     data_arguments,
+    deployed_costs,
     nas_run,
     parse_jobs,
     run_jobs,
@@ -105,22 +106,10 @@ def one(arm: str, seed: int, a: argparse.Namespace, folder: Path) -> Run:
 
 
 def costs(run: Run) -> None:
-    """Counts of the retrained network, and simulated latency / modelled energy of the
-    deployed network on the ARM profiles."""
-    from latency.energy import architecture_energy
-    from latency.hardware import load_profile
-    from latency.simulate import simulate_genotype
-    from nas.cli.info import network_size
-    from search_spaces.space import load_architecture
-
-    g = load_architecture(run["source"])
-    size = network_size(g, "cifar10", channels=16, layers=8)
-    run.update({"macs": size["macs"], "bit_operations": size["bit_operations"],
-                "macs_by_precision": size["macs_by_precision"], "genotype": g.to_dict()})
-    for name in PROFILES:
-        profile = load_profile(name)
-        run[f"{name}_simulated_ms"] = simulate_genotype(g, profile).ms
-        run[f"{name}_energy_mj"] = architecture_energy(g, profile).mj
+    """MACs, bit-operations and MACs per precision of the retrained network, and simulated
+    latency / modelled energy of the deployed network on the ARM profiles."""
+    deployed_costs(run, PROFILES, {"macs": "macs", "bit_operations": "bit_operations",
+                                   "macs_by_precision": "macs_by_precision"})
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,27 @@ def nas_run(command: str, out: Path, args: list[str],
     if out.is_dir() and any(out.iterdir()):
         return nas([command, "--resume", str(out), *resume_args])
     return nas([command, *args, "--out", str(out)])
+
+
+def deployed_costs(run: Run, profiles: Sequence[str], counts: Mapping[str, str]) -> None:
+    """Fill `run` with its genotype, the `nas info` counts of its retrained network (the
+    small preset: 8 cells, 16 channels, 32x32), each under the run key `counts` maps it
+    to, and per profile the simulated latency and modelled energy of the deployed
+    network (`<profile>_simulated_ms`, `<profile>_energy_mj`)."""
+    from latency.energy import architecture_energy
+    from latency.hardware import load_profile
+    from latency.simulate import simulate_genotype
+    from nas.cli.info import network_size
+    from search_spaces.space import load_architecture
+
+    g = load_architecture(run["source"])
+    size = network_size(g, "cifar10", channels=16, layers=8)
+    run.update({key: size[name] for name, key in counts.items()})
+    run["genotype"] = g.to_dict()
+    for name in profiles:
+        profile = load_profile(name)
+        run[f"{name}_simulated_ms"] = simulate_genotype(g, profile).ms
+        run[f"{name}_energy_mj"] = architecture_energy(g, profile).mj
 
 
 def add_common_arguments(ap: argparse.ArgumentParser, arms: Sequence[str], *, epochs: int,
