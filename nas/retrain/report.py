@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from latency.hardware import load_profile
-from search_spaces.complexity import FLOAT_BOPS_PER_MAC, count_macs, count_ops, count_parameters
+from search_spaces.complexity import FLOAT_BOPS_PER_MAC, count_ops, count_parameters
 
 #: the profile whose timing rules (batch, threads, precision, repeats) measure "here"
 HERE_PROFILE = "cpu"
@@ -88,9 +88,8 @@ def network_size(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]
     """Parameters and multiply-accumulates of the trained network (no auxiliary head);
     with adder layers their additions, with low-bit layers the bit-operations and the
     MACs per precision: what tells an adder or quantized network from its float form."""
-    out: dict[str, Any] = {"params": count_parameters(net),
-                           "macs": count_macs(net, input_shape)}
-    counts = count_ops(net, input_shape)
+    counts = count_ops(net, input_shape)  # one counting pass; its MACs are count_macs'
+    out: dict[str, Any] = {"params": count_parameters(net), "macs": counts.macs}
     if counts.additions:
         out["adder_additions"] = counts.additions
     if counts.bops != FLOAT_BOPS_PER_MAC * counts.macs:
