@@ -13,7 +13,7 @@ from nas.cli.main import main
 from nas.data.registry import load_dataset
 from nas.retrain.config import RetrainConfig, preset_config, validate_config
 from nas.retrain.export import load_trained
-from nas.retrain.trainer import Retrainer, drop_path_probability
+from nas.retrain.trainer import Retrainer, drop_path_probability, holdout_split
 from nas.run_dir import RunDir
 from search_spaces.errors import InputError
 from search_spaces.genotype_library import DARTS_V1, DARTS_V2
@@ -284,6 +284,9 @@ def test_checkpoint_of_another_genotype_is_refused(tmp_path, capsys) -> None:
         (["retrain", "--genotype", "DARTS_V2", "--hardware", "cpu", "--predictor",
           "/nonexistent/pred"], "no latency predictor"),
         (["retrain", "--genotype", "DARTS_V2", "--predictor", "/x"], "--hardware"),
+        (["retrain", "--genotype", "DARTS_V2", "--holdout", "-1"], "--holdout"),
+        (["retrain", "--genotype", "DARTS_V2", "--limit", "64", "--holdout", "64"],
+         "leaves no training images"),
     ],
 )
 def test_bad_arguments(args, needle, tmp_path, capsys, monkeypatch) -> None:
@@ -347,3 +350,30 @@ def test_nb201_cell_retrains_as_the_benchmark_network(tmp_path, capsys) -> None:
     # a search run's NB201 genotype.json is accepted too; resuming with a DARTS one is not
     code, _, err = run_cli(["retrain", "--resume", str(out), "--genotype", "DARTS_V2"], capsys)
     _one_line_error(code, err, "not the genotype")
+
+
+def test_holdout_is_a_fixed_disjoint_part_of_the_training_split() -> None:
+    data = load_dataset("digits", None, limit=200)
+    train, held = holdout_split(data, 50)
+    assert held is not None and train.num_train == 150 and held.num_train == 50
+    # together they are the training split, each image once (digits rows are distinct)
+    rows = {tuple(r.flatten().tolist()) for r in data.train_x}
+    assert len(rows) == 200
+    ours = [tuple(r.flatten().tolist()) for r in torch.cat([train.train_x, held.train_x])]
+    assert len(set(ours)) == 200 and set(ours) == rows
+    assert torch.equal(train.test_x, data.test_x)  # the test split is untouched
+    again_train, again_held = holdout_split(data, 50)
+    assert again_held is not None and torch.equal(again_held.train_x, held.train_x)
+    assert holdout_split(data, 0) == (data, None)
+
+
+def test_holdout_accuracy_is_reported_and_images_leave_training(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(["retrain", "--genotype", "DARTS_V2", *TINY, "--holdout", "24",
+                               "--out", str(out), "--json"], capsys)
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["val_images"] == 24 and 0.0 <= report["val_acc"] <= 1.0
+    assert math.isfinite(report["val_loss"])
+    # 64 images, 24 held out: 40 trained on, two batches of 32 -> 2 steps per epoch
+    assert json.loads((out / "config.json").read_text())["retrain"]["holdout"] == 24

@@ -36,7 +36,7 @@ from nas.retrain.report import (
     network_size,
     predicted_latency,
 )
-from nas.retrain.trainer import Retrainer, check_checkpoint
+from nas.retrain.trainer import Retrainer, check_checkpoint, holdout_split
 from nas.robust import adversarial_training as adversarial
 from nas.robust.adversarial_training import training_attack
 from nas.run_dir import RunDir
@@ -84,6 +84,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="use only the first N training images")
     p.add_argument("--seed", type=int, help="random seed of weights, data order and "
                    "drop-path (default 0)")
+    p.add_argument("--holdout", type=int, metavar="N",
+                   help="hold N training images out of training and report their accuracy "
+                   "(val_acc) after it: a score to choose on that is not the test split "
+                   "(default 0)")
     adversarial.add_arguments(p, "train on attacks of every batch against the current "
                               "weights")
     p.add_argument("--no-measure", action="store_true",
@@ -100,7 +104,7 @@ RESUME_FLAGS = {
     "dataset": "dataset", "hardware": "hardware", "predictor": "predictor", "preset": "preset",
     "epochs": "epochs", "channels": "init_channels", "layers": "layers",
     "batch_size": "batch_size", "lr": "lr", "drop_path": "drop_path", "cutout": "cutout",
-    "limit": "data_limit", "seed": "seed",
+    "limit": "data_limit", "seed": "seed", "holdout": "holdout",
     **{name: name for name in adversarial.SETTINGS},
 }
 
@@ -115,7 +119,8 @@ def config_from_args(args: argparse.Namespace, arch: Arch) -> RetrainConfig:
         predictor=args.predictor, seed=args.seed if args.seed is not None else 0,
         epochs=args.epochs, init_channels=args.channels, layers=args.layers,
         batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, cutout=args.cutout,
-        data_limit=args.limit, **adversarial.settings_from_args(args),
+        data_limit=args.limit, holdout=args.holdout,
+        **adversarial.settings_from_args(args),
     )
     if cfg.dataset == "cifar10" and not cfg.data_dir:
         raise InputError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py folder)")
@@ -202,6 +207,7 @@ def _create(args: argparse.Namespace
     prediction = _prediction(genotype, cfg)
     data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
     cfg = _resolve_adversarial(cfg, data.spec)
+    holdout_split(data, cfg.holdout)  # a holdout that leaves nothing fails before any write
     name = _genotype_name(args.genotype)
     out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-retrain-{name}"
     spec = data.spec
@@ -276,6 +282,9 @@ def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genot
         "test_acc": result.test_acc,
         "test_loss": result.test_loss,
         "test_images": result.test_images,
+        **({} if result.holdout is None else {
+            "val_loss": result.holdout[0], "val_acc": result.holdout[1],
+            "val_images": result.holdout[2]}),
         "train_seconds_this_session": result.seconds_this_session,
         **network_size(net, shape),
         "predicted_latency": prediction,

@@ -57,6 +57,9 @@ class RetrainConfig(ConfigDict):
     adv_eps: float | None = None  # default: 8/255 of the pixel range's width
     adv_steps: int | None = None  # default: 7 for pgd (Madry's CIFAR training), 1 for fgsm
     adv_step_size: float | None = None  # default: 2.5 * eps / steps
+    # model selection: hold out this many training images as a validation split, scored
+    # after training (val_acc), so a sweep can choose on data that is not the test split
+    holdout: int = 0
     # bookkeeping
     data_limit: int | None = None
 
@@ -107,6 +110,7 @@ def validate_config(cfg: RetrainConfig) -> None:
         (space.supports_auxiliary or cfg.auxiliary_weight == 0,
          f"{space.name} networks have no auxiliary head"),
         (cfg.auxiliary_weight >= 0, f"auxiliary weight must be >= 0, got {cfg.auxiliary_weight}"),
+        (cfg.holdout >= 0, f"--holdout must be >= 0, got {cfg.holdout}"),
     ]
     for ok, message in checks:
         if not ok:

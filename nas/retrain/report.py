@@ -117,6 +117,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"{r['network']['channels']} channels, {r['epochs']} epochs) -> {r['run_dir']}",
         f"  test accuracy:         {100 * r['test_acc']:.2f}% ({r['test_images']} held-out "
         "images, evaluated once after training)",
+        *([f"  held-out accuracy:     {100 * r['val_acc']:.2f}% ({r['val_images']} training "
+           "images kept out of training by --holdout)"] if "val_acc" in r else []),
         f"  parameters:            {r['params']:,} (auxiliary head excluded)",
         f"  multiply-accumulates:  {r['macs']:,} per image",
     ]

@@ -43,6 +43,9 @@ from search_spaces.errors import InputError, first_line
 Log = Callable[[str], None]
 #: images per batch when evaluating (no gradients, so larger than training batches)
 EVAL_BATCH = 256
+#: seed of the shuffle that picks the --holdout images: fixed, not the run's seed, so
+#: every run that holds out N images is scored on the same ones
+HOLDOUT_SEED = 0
 #: random stream of the adversarial starts; `Batches` uses 0 (order) and 1 (augmentation)
 #: with the same seed, so the perturbations are independent of both
 ADVERSARIAL_STREAM = 2
@@ -69,6 +72,26 @@ class TrainResult:
     test_acc: float
     test_images: int
     seconds_this_session: float
+    #: (loss, accuracy, images) on the --holdout split; None without one
+    holdout: tuple[float, float, int] | None = None
+
+
+def holdout_split(data: DatasetSplits, n: int) -> tuple[DatasetSplits, DatasetSplits | None]:
+    """(training part, held-out part) of the TRAIN split: `n` images picked by a fixed
+    shuffle (`HOLDOUT_SEED`) are taken out of training and scored after it, so a choice
+    made on their accuracy (a sweep's objective) never looks at the test split."""
+    if n == 0:
+        return data, None
+    if n >= data.num_train:
+        raise InputError(f"--holdout {n} leaves no training images ({data.num_train} in the "
+                         "training split)")
+    perm = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    keep, held = perm[:-n].to(data.train_x.device), perm[-n:].to(data.train_x.device)
+    train = DatasetSplits(data.spec, data.train_x[keep], data.train_y[keep],
+                          data.test_x, data.test_y)
+    val = DatasetSplits(data.spec, data.train_x[held], data.train_y[held],
+                        data.test_x, data.test_y)
+    return train, val
 
 
 class Retrainer:
@@ -89,6 +112,9 @@ class Retrainer:
         self.log = log
         self.channels_last = channels_last
         self.spec = data.spec
+        data, held = holdout_split(data, cfg.holdout)
+        self.holdout_batches = (None if held is None else Batches(
+            held.train_x, held.train_y, EVAL_BATCH, shuffle=False, seed=0))
         torch.manual_seed(cfg.seed)
         net = build_network(genotype, cfg, data.spec.in_channels, data.spec.num_classes)
         # torch's stubs for Module.to omit the memory_format keyword it accepts at runtime
@@ -164,8 +190,13 @@ class Retrainer:
             self.epoch += 1
             done += 1
             self.run.save_checkpoint(self._state())
+        holdout = None
+        if self.holdout_batches is not None:
+            loss, acc = evaluate(self.net, self.holdout_batches, self.channels_last)
+            holdout = (loss, acc, self.holdout_batches.num_samples)
         test_loss, test_acc = evaluate(self.net, self.test_batches, self.channels_last)
-        return TrainResult(test_loss, test_acc, self.num_test, time.perf_counter() - started)
+        return TrainResult(test_loss, test_acc, self.num_test, time.perf_counter() - started,
+                           holdout)
 
     def _run_epoch(self) -> None:
         cfg, net = self.cfg, self.net
