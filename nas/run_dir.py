@@ -154,3 +154,25 @@ class RunDir:
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.path / name, obj)
+
+
+class FollowerRunDir(RunDir):
+    """The run directory as a data-parallel rank other than 0 sees it: the same path,
+    and no writes. Rank 0 owns the directory; the other ranks hold the same state (checked
+    every epoch), so their copies of every log line and checkpoint would only race rank
+    0's, or, on another machine, land on a disk nobody reads (docs/distributed.md)."""
+
+    def append(self, name: str, record: dict[str, Any]) -> None:
+        pass
+
+    def truncate_logs(self, counts: dict[str, int]) -> None:
+        pass
+
+    def check_logs(self, state: dict[str, Any] | None) -> None:
+        pass  # rank 0 checked them before any rank started
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        pass
+
+    def write_json(self, name: str, obj: Any) -> None:
+        pass

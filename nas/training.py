@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.data.batches import Batches
+from nas.distributed.context import SINGLE, DataParallel
 
 __all__ = ["cosine_lr", "evaluate", "to_layout"]
 
@@ -28,6 +29,7 @@ def evaluate(
     batches: Batches,
     channels_last: bool = False,
     batch_statistics: bool = False,
+    dp: DataParallel = SINGLE,
 ) -> tuple[float, float]:
     """(loss, accuracy) over every batch, in eval mode (no dropout).
 
@@ -36,6 +38,9 @@ def evaluate(
     behind weights that change every step (after one epoch on digits: 0.10 accuracy with
     running statistics, 0.90 with batch statistics), so they measure the lag, not the
     architecture. Discrete networks are evaluated with running statistics as usual.
+
+    Data parallel, each rank evaluates its slice of every batch and the sums are added
+    over the ranks (with batch statistics the slices are normalised on their own).
     """
     was_training = model.training
     model.eval()
@@ -47,7 +52,8 @@ def evaluate(
             m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
     total_loss, correct, seen = 0.0, 0, 0
     try:
-        for x, y in batches.epoch(0):
+        for x_all, y_all in batches.epoch(0):
+            x, y, _ = dp.shard(x_all, y_all)
             out = model(to_layout(x, channels_last))
             logits = out[0] if isinstance(out, tuple) else out
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
@@ -57,4 +63,5 @@ def evaluate(
         for m, momentum in zip(bns, momenta, strict=True):
             m.momentum = momentum
         model.train(was_training)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    loss_sum, right, images = dp.sum_floats([total_loss, correct, seen])
+    return loss_sum / max(images, 1), right / max(images, 1)

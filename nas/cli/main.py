@@ -24,6 +24,7 @@ from nas.cli import (
     report,
     retrain,
     search,
+    sweep,
 )
 from nas.threads import use_default_threads
 from search_spaces.errors import InputError
@@ -39,6 +40,7 @@ COMMANDS = {
     "hardware": hardware,
     "genotypes": genotypes,
     "attack": attack,
+    "sweep": sweep,
 }
 
 
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --nproc relaunches it
     try:
         if args.threads is not None:
             _set_threads(args.threads)

@@ -84,7 +84,12 @@ def check_resume_flags(args: argparse.Namespace, saved: Mapping[str, Any],
 
 def resume_threads(args: argparse.Namespace, saved_config: Mapping[str, Any]) -> None:
     """Use the thread count the run was started with, unless --threads overrides it; a run
-    that recorded none (an older version) gets the default choice."""
+    that recorded none (an older version) gets the default choice. Data-parallel ranks
+    agree on one count instead (`nas.distributed.launch.start`)."""
+    from nas.distributed.context import launched_ranks
+
+    if launched_ranks() > 1:  # data parallel: every rank takes rank 0's count instead
+        return
     recorded = saved_config.get(THREADS_KEY)
     if not isinstance(recorded, int) or recorded < 1:
         if getattr(args, "threads", None) is None:

@@ -20,6 +20,8 @@ from nas.cli.resume import (
 )
 from nas.data.registry import dataset_names, load_dataset
 from nas.data.spec import DatasetSpec
+from nas.distributed import launch
+from nas.distributed.context import DataParallel
 from nas.retrain.config import PRESET_NAMES, RetrainConfig, preset_config, validate_config
 from nas.retrain.export import (
     ONNX_FILE,
@@ -39,7 +41,7 @@ from nas.retrain.report import (
 from nas.retrain.trainer import Retrainer, check_checkpoint, holdout_split
 from nas.robust import adversarial_training as adversarial
 from nas.robust.adversarial_training import training_attack
-from nas.run_dir import RunDir
+from nas.run_dir import FollowerRunDir, RunDir
 from nas.search.config import default_preset
 from nas.threads import threads_now
 from search_spaces.errors import InputError
@@ -95,6 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run directory (default results/<time>-retrain-<genotype>); "
                    "must not exist or be empty")
     add_resume_arguments(p, "retrain")
+    launch.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(run=run)
 
@@ -229,34 +232,77 @@ def _create(args: argparse.Namespace
 
 
 def run(args: argparse.Namespace) -> int:
-    state = None
+    status = launch.relaunch(args)  # --nproc N: this command again, under torchrun
+    if status is not None:
+        return status
+    dp = launch.start(args)
+    try:
+        return _run(args, dp)
+    finally:
+        dp.close()
+
+
+def _prepare(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch, str, Any,
+                                                 dict[str, Any] | None, dict[str, Any] | None]:
+    """Open the run to resume, or check everything and create the new run directory."""
     if args.resume:
         run_dir, cfg, genotype, name, state = _open_resume(args)
         prediction = _prediction(genotype, cfg)
         data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
         record_extension(run_dir, "retrain", cfg.to_dict())
-    else:
-        run_dir, cfg, genotype, name, data, prediction = _create(args)
+        return run_dir, cfg, genotype, name, data, prediction, state
+    run_dir, cfg, genotype, name, data, prediction = _create(args)
+    return run_dir, cfg, genotype, name, data, prediction, None
+
+
+def _run(args: argparse.Namespace, dp: DataParallel) -> int:
+    mine: list[Any] = []
+
+    def on_main() -> tuple[str, dict[str, Any], Arch, str, Any]:
+        mine.extend(_prepare(args))
+        run_dir, cfg, genotype, name, _, _, state = mine
+        return str(run_dir.path), cfg.to_dict(), genotype, name, state
+
+    path, cfg_dict, genotype, name, state = dp.from_main(on_main)
+    if dp.is_main:
+        run_dir, cfg, genotype, name, data, prediction, state = mine
+    else:  # rank 0's run, config and checkpoint; this rank's own data; no writes
+        run_dir = FollowerRunDir(path)
+        cfg = RetrainConfig.from_dict(cfg_dict, where=f"{path}/config.json")
+        prediction = None
+        data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
     args.resume_hint = f"nas retrain --resume {run_dir.path}"
-    trainer = Retrainer(cfg, genotype, run_dir, data, log=_stderr)
+    log = _stderr if dp.is_main else _quiet
+    trainer = Retrainer(cfg, genotype, run_dir, data, log=log, dp=dp)
     if state is not None:
         trainer.restore(state)
-    _stderr(f"retraining {name} on {cfg.dataset} ({cfg.preset} preset: {cfg.layers} cells, "
-            f"{cfg.init_channels} channels, {cfg.epochs} epochs; {threads_now()} thread(s)) "
-            f"-> {run_dir.path}")
+    parallel = f", {dp.describe()}" if dp.active else ""
+    log(f"retraining {name} on {cfg.dataset} ({cfg.preset} preset: {cfg.layers} cells, "
+        f"{cfg.init_channels} channels, {cfg.epochs} epochs; {threads_now()} thread(s)"
+        f"{parallel}) -> {run_dir.path}")
     if trainer.attack is not None:
         a = trainer.attack
-        _stderr(f"adversarial training on {a.name} examples: eps {a.eps:.4g}, {a.steps} "
-                f"step(s) of {a.step_size:.4g} (pixel units, range {list(a.pixel_range)})")
+        log(f"adversarial training on {a.name} examples: eps {a.eps:.4g}, {a.steps} "
+            f"step(s) of {a.step_size:.4g} (pixel units, range {list(a.pixel_range)})")
     result = trainer.run_all()
     assert result is not None
+    if not dp.is_main:
+        return 0
+    dp.close()  # the other ranks are done; the report and measurement are rank 0's alone
     report = _finish(args, run_dir, cfg, genotype, name, trainer, result, data.spec,
                      prediction)
+    if dp.active:
+        report["data_parallel"] = {"ranks": dp.world}
+        run_dir.write_json(REPORT_FILE, report)
     if args.json:
         print(json.dumps(report))
     else:
         print(format_report(report))
     return 0
+
+
+def _quiet(msg: str) -> None:
+    """The log of ranks other than 0: rank 0 says it once."""
 
 
 def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genotype: Arch,

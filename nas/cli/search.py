@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from nas.cli.resume import (
 )
 from nas.data.registry import dataset_names
 from nas.data.spec import DatasetSplits
+from nas.distributed import launch
+from nas.distributed.context import DataParallel
 from nas.robust import adversarial_training as adversarial
-from nas.run_dir import RunDir
+from nas.run_dir import FollowerRunDir, RunDir
 from nas.search.config import (
     SearchConfig,
     default_preset,
@@ -129,6 +132,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default 1)")
     adversarial.add_arguments(p, "the weight and architecture steps train on attacks of "
                               "their batches")
+    launch.add_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=run)
 
@@ -409,42 +413,99 @@ def _finished(state: dict[str, Any], cfg: SearchConfig, run_dir: RunDir) -> bool
 
 
 def run(args: argparse.Namespace) -> int:
+    status = launch.relaunch(args)  # --nproc N: this command again, under torchrun
+    if status is not None:
+        return status
+    dp = launch.start(args)
+    try:
+        return _run(args, dp)
+    finally:
+        dp.close()
+
+
+@dataclass
+class _Prepared:
+    """What a search needs before its first epoch, made on rank 0 (or alone)."""
+
+    run_dir: RunDir
+    cfg: SearchConfig
+    state: Any  # the checkpoint to continue from; None for a new run
+    data: DatasetSplits
+    terms: list[Any]
+    probe: Any
+    caution: str | None
+
+
+def _prepare(args: argparse.Namespace) -> _Prepared:
+    """Open the run to resume, or check everything and create the new run directory."""
     if args.resume:
         run_dir, cfg, state = _open_resume(args)
-        resume = state is not None
         data = load_search_data(cfg)
-        terms, probe, caution = latency_hooks(cfg)
-        terms += energy_hooks(cfg)
-        terms += lipschitz_hooks(cfg, data)
+        terms, probe, caution = _hooks(cfg, data)
         record_extension(run_dir, "search", cfg.to_dict())
-    else:
-        cfg = config_from_args(args)
-        profile = load_profile(cfg.hardware) if cfg.hardware else None
-        data = load_search_data(cfg)
-        terms, probe, caution = latency_hooks(cfg)  # a missing predictor fails before any write
-        terms += energy_hooks(cfg)
-        terms += lipschitz_hooks(cfg, data)
-        out = args.out or _default_out(cfg)
-        config: dict[str, Any] = {
-            "search": cfg.to_dict(),
-            "hardware_profile": profile.to_dict() if profile else None,
-            "nas_version": __version__,
-            "command": ["nas", *sys.argv[1:]],
-            THREADS_KEY: threads_now(),
-        }
-        run_dir = RunDir.create(out, config)
-        resume, state = False, None
+        return _Prepared(run_dir, cfg, state, data, terms, probe, caution)
+    cfg = config_from_args(args)
+    profile = load_profile(cfg.hardware) if cfg.hardware else None
+    data = load_search_data(cfg)
+    terms, probe, caution = _hooks(cfg, data)  # a missing predictor fails before any write
+    out = args.out or _default_out(cfg)
+    config: dict[str, Any] = {
+        "search": cfg.to_dict(),
+        "hardware_profile": profile.to_dict() if profile else None,
+        "nas_version": __version__,
+        "command": ["nas", *sys.argv[1:]],
+        THREADS_KEY: threads_now(),
+    }
+    run_dir = RunDir.create(out, config)
+    return _Prepared(run_dir, cfg, None, data, terms, probe, caution)
+
+
+def _hooks(cfg: SearchConfig, data: DatasetSplits) -> tuple[list[Any], Any, str | None]:
+    """The architecture-loss terms, latency probe and caution of a search."""
+    terms, probe, caution = latency_hooks(cfg)
+    terms += energy_hooks(cfg)
+    terms += lipschitz_hooks(cfg, data)
+    return terms, probe, caution
+
+
+def _follow(shared: tuple[str, dict[str, Any], Any]) -> _Prepared:
+    """A rank other than 0: rank 0's run, config and checkpoint, this rank's own data
+    and hooks (the data must be readable on every machine), and no writes."""
+    path, cfg_dict, state = shared
+    cfg = SearchConfig.from_dict(cfg_dict, where=f"{path}/config.json")
+    data = load_search_data(cfg)
+    terms, probe, caution = _hooks(cfg, data)
+    return _Prepared(FollowerRunDir(path), cfg, state, data, terms, probe, caution)
+
+
+def _run(args: argparse.Namespace, dp: DataParallel) -> int:
+    mine: list[_Prepared] = []
+
+    def on_main() -> tuple[str, dict[str, Any], Any]:
+        mine.append(_prepare(args))
+        p = mine[0]
+        return str(p.run_dir.path), p.cfg.to_dict(), p.state
+
+    shared = dp.from_main(on_main)
+    prep = mine[0] if dp.is_main else _follow(shared)
+    run_dir, cfg = prep.run_dir, prep.cfg
     args.resume_hint = f"nas search --resume {run_dir.path}"
-    search = Search(cfg, run_dir, terms, log=_stderr, data=data, probe=probe)
-    if resume:
-        search.restore(state)  # a checkpoint that does not fit fails before the headline
-    _stderr(
+    log = _stderr if dp.is_main else _quiet
+    search = Search(cfg, run_dir, prep.terms, log=log, data=prep.data, probe=prep.probe, dp=dp)
+    if prep.state is not None:
+        search.restore(prep.state)  # a checkpoint that does not fit fails before the headline
+    log(
         f"{cfg.strategy.upper()} search on {cfg.dataset} ({cfg.preset} preset: "
         f"{_cells(cfg)}, {cfg.init_channels} channels, {cfg.epochs} epochs"
         f"{' per stage' if cfg.num_stages > 1 else ''}; {threads_now()} thread(s)"
-        f"{_sampler_note(cfg)}{_adversarial_note(search)}) -> {run_dir.path}"
+        f"{_parallel_note(dp)}{_sampler_note(cfg)}{_adversarial_note(search)}) -> "
+        f"{run_dir.path}"
     )
     result = search.run_all()
+    if not dp.is_main:
+        return 0
+    dp.close()  # the other ranks are done; what follows is rank 0's alone
+    caution = prep.caution
     measured = measure_derived(cfg, result)
     energy = derived_energy(cfg, result)
     if measured or caution or energy:
@@ -457,6 +518,14 @@ def run(args: argparse.Namespace) -> int:
         run_dir.write_json("summary.json", result.summary)
     _print_summary(result, cfg, args.json)
     return 0
+
+
+def _parallel_note(dp: DataParallel) -> str:
+    return f", {dp.describe()}" if dp.active else ""
+
+
+def _quiet(msg: str) -> None:
+    """The log of ranks other than 0: rank 0 says it once."""
 
 
 def _cells(cfg: SearchConfig) -> str:

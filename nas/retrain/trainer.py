@@ -32,6 +32,7 @@ from tqdm import tqdm
 from nas.data.batches import Batches
 from nas.data.registry import train_augment
 from nas.data.spec import DatasetSplits
+from nas.distributed.context import SINGLE, DataParallel, optimizer_tensors
 from nas.layer_state import advance_schedules, weight_decay_groups
 from nas.retrain.config import RetrainConfig
 from nas.retrain.networks import Arch, build_network
@@ -105,8 +106,10 @@ class Retrainer:
         data: DatasetSplits,
         log: Log = print,
         channels_last: bool = True,
+        dp: DataParallel = SINGLE,
     ) -> None:
         self.cfg = cfg
+        self.dp = dp
         self.genotype = genotype
         self.run = run
         self.log = log
@@ -119,6 +122,7 @@ class Retrainer:
         net = build_network(genotype, cfg, data.spec.in_channels, data.spec.num_classes)
         # torch's stubs for Module.to omit the memory_format keyword it accepts at runtime
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net  # type: ignore[call-overload]
+        self.ddp = dp.wrap(self.net)  # the net in the training step (DDP across ranks, or it)
         self.optimizer = torch.optim.SGD(
             weight_decay_groups(self.net, self.net.parameters(), cfg.weight_decay),
             lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -192,9 +196,10 @@ class Retrainer:
             self.run.save_checkpoint(self._state())
         holdout = None
         if self.holdout_batches is not None:
-            loss, acc = evaluate(self.net, self.holdout_batches, self.channels_last)
+            loss, acc = evaluate(self.net, self.holdout_batches, self.channels_last, dp=self.dp)
             holdout = (loss, acc, self.holdout_batches.num_samples)
-        test_loss, test_acc = evaluate(self.net, self.test_batches, self.channels_last)
+        test_loss, test_acc = evaluate(self.net, self.test_batches, self.channels_last,
+                                       dp=self.dp)
         return TrainResult(test_loss, test_acc, self.num_test, time.perf_counter() - started,
                            holdout)
 
@@ -212,17 +217,19 @@ class Retrainer:
         params = [p for p in net.parameters() if p.requires_grad]
         desc = f"epoch {self.epoch + 1}/{cfg.epochs}"
         bar = tqdm(self.train_batches.epoch(self.epoch), total=len(self.train_batches),
-                   desc=desc, leave=False, disable=None)
-        for k, (x, y) in enumerate(bar):
+                   desc=desc, leave=False, disable=None if self.dp.is_main else True)
+        for k, (x_all, y_all) in enumerate(bar):
+            # data parallel: this rank's slice of the global batch (docs/distributed.md)
+            x, y, scale = self.dp.shard(x_all, y_all)
             if self.attack is not None:
-                x = self._adversarial(x, y, k)
-            logits, logits_aux = net(to_layout(x, self.channels_last))
+                x = self._adversarial(x, y, self.dp.batch_index(k))
+            logits, logits_aux = self.ddp(to_layout(x, self.channels_last))
             loss = F.cross_entropy(logits, y)
             total = loss
             if logits_aux is not None:
                 total = loss + cfg.auxiliary_weight * F.cross_entropy(logits_aux, y)
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            (total if scale == 1.0 else total * scale).backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             self.optimizer.step()
@@ -230,6 +237,8 @@ class Retrainer:
             correct += int((logits.detach().argmax(1) == y).sum())
             seen += y.shape[0]
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        loss_sum, right, images = self.dp.sum_floats([loss_sum, correct, seen])
+        correct, seen = int(right), int(images)
         if not torch.isfinite(torch.tensor(loss_sum)):
             raise InputError(
                 f"training diverged at epoch {self.epoch + 1} (loss is not finite); "
@@ -245,6 +254,12 @@ class Retrainer:
         }
         if self.attack is not None:  # train loss / accuracy are on the attacked batches
             record["adv_train"] = self.attack.name
+        if self.dp.active:
+            self.dp.sync_buffers(self.net)
+            tensors = [*self.net.state_dict().items(),
+                       *optimizer_tensors("optimizer", self.optimizer)]
+            record["data_parallel"] = {"ranks": self.dp.world, "replicas_identical": True,
+                                       "digest": self.dp.check_replicas(tensors)[:16]}
         self.run.append(LOG, record)
         self.log(
             f"epoch {self.epoch + 1}/{cfg.epochs}: lr {lr:.4f} drop_path {drop_prob:.3f} "

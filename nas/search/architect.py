@@ -23,6 +23,12 @@ from torch.func import functional_call
 from search_spaces.supernet import SuperNet
 
 ArchWeights = dict[str, torch.Tensor]
+#: gradients -> their mean over the data-parallel ranks
+Average = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
+
+
+def _local(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return list(tensors)
 
 
 @dataclass
@@ -49,8 +55,11 @@ class Architect:
         grad_clip: float | None = None,
         terms: Sequence[ArchLossTerm] = (),
         fd_radius: float = 1e-2,
+        average: Average = _local,
     ) -> None:
         self.model = model
+        # the mean over data-parallel ranks (`DataParallel.average`); identity in one process
+        self.average = average
         self.fd_radius = fd_radius  # finite-difference step = fd_radius / |v| (reference: 0.01)
         self.second_order = second_order
         self.grad_clip = grad_clip
@@ -80,29 +89,36 @@ class Architect:
         y_val: torch.Tensor,
         eta: float,
         weight_optimizer: torch.optim.Optimizer,
+        scales: tuple[float, float] = (1.0, 1.0),
     ) -> dict[str, float]:
-        """One update of the architecture parameters; returns the losses it saw."""
+        """One update of the architecture parameters; returns the losses it saw.
+
+        `scales` multiply the (train, validation) losses of a data-parallel rank's slice,
+        so that the ranks' averaged gradients are those of the global batch
+        (`DataParallel.shard`); every gradient this step takes is averaged over the ranks
+        before it is used, the unrolled weights and Hessian-vector product included."""
         self.optimizer.zero_grad(set_to_none=True)
         # one architecture sample for every loss of this step (a stochastic sampler)
         with self.model.arch_sampler.same_sample():
             if self.second_order:
                 stats = self._second_order_grads(x_train, y_train, x_val, y_val, eta,
-                                                 weight_optimizer)
+                                                 weight_optimizer, scales)
             else:
-                stats = self._first_order_grads(x_val, y_val)
+                stats = self._first_order_grads(x_val, y_val, scales[1])
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.arch_parameters(), self.grad_clip)
         self.optimizer.step()
         return stats
 
-    def _first_order_grads(self, x_val: torch.Tensor, y_val: torch.Tensor) -> dict[str, float]:
+    def _first_order_grads(self, x_val: torch.Tensor, y_val: torch.Tensor,
+                           scale: float = 1.0) -> dict[str, float]:
         alphas = self.model.arch_parameters()
         weights = self.model.sample_arch_weights()
         loss = F.cross_entropy(self.model(x_val, weights), y_val)
         extra, values = self.extra_loss(self.model.arch_sampler.as_mixture(weights))
         # Only the architecture gradient is needed: autograd.grad skips every
         # weight-gradient kernel that loss.backward() would run and then throw away.
-        grads = torch.autograd.grad(loss + extra, alphas)
+        grads = self.average(torch.autograd.grad(_scaled(loss, scale) + extra, alphas))
         for a, g in zip(alphas, grads, strict=True):
             a.grad = g
         return {"arch_loss": float(loss.detach()), **values}
@@ -115,15 +131,17 @@ class Architect:
         y_val: torch.Tensor,
         eta: float,
         weight_optimizer: torch.optim.Optimizer,
+        scales: tuple[float, float] = (1.0, 1.0),
     ) -> dict[str, float]:
         model = self.model
+        train_scale, val_scale = scales
         names, params = (list(t) for t in zip(*model.named_weight_parameters(), strict=True))
         alphas = model.arch_parameters()
 
         # Virtual step w' = w - eta * (momentum * m + grad L_train(w) + wd * w).
         arch_w = {k: v.detach() for k, v in model.sample_arch_weights().items()}
         train_loss = F.cross_entropy(model(x_train, arch_w), y_train)
-        grads = torch.autograd.grad(train_loss, params)
+        grads = self.average(torch.autograd.grad(_scaled(train_loss, train_scale), params))
         with torch.no_grad():
             unrolled = []
             for p, g in zip(params, grads, strict=True):
@@ -143,16 +161,19 @@ class Architect:
             state[f"arch.{k}"] = a
         val_loss = F.cross_entropy(functional_call(model, state, (x_val, weights)), y_val)
         extra, values = self.extra_loss(model.arch_sampler.as_mixture(weights))
-        out = torch.autograd.grad(val_loss + extra, alphas + unrolled)
+        out = self.average(torch.autograd.grad(_scaled(val_loss, val_scale) + extra,
+                                               alphas + unrolled))
         d_alpha, d_unrolled = out[: len(alphas)], out[len(alphas) :]
 
-        implicit = self._hessian_vector_product(d_unrolled, x_train, y_train, self.fd_radius)
+        implicit = self.average(self._hessian_vector_product(
+            d_unrolled, x_train, y_train, self.fd_radius, train_scale))
         for a, g, h in zip(alphas, d_alpha, implicit, strict=True):
             a.grad = g - eta * h
         return {"arch_loss": float(val_loss.detach()), **values}
 
     def _hessian_vector_product(
-        self, vector: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, r: float = 1e-2
+        self, vector: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor, r: float = 1e-2,
+        scale: float = 1.0,
     ) -> list[torch.Tensor]:
         """[grad_alpha L_train(w + eps v) - grad_alpha L_train(w - eps v)] / 2 eps."""
         model = self.model
@@ -163,7 +184,7 @@ class Architect:
 
         def grad_alpha() -> tuple[torch.Tensor, ...]:
             loss = F.cross_entropy(model(x, model.sample_arch_weights()), y)
-            return torch.autograd.grad(loss, alphas)
+            return torch.autograd.grad(_scaled(loss, scale), alphas)
 
         # Restore from a copy rather than by adding eps*v back: w + e - 2e + e drifts in
         # floating point, and the weight step must see exactly the weights it had.
@@ -180,3 +201,9 @@ class Architect:
             for p, s in zip(params, saved, strict=True):
                 p.copy_(s)
         return [(gp - gn) / (2 * eps) for gp, gn in zip(grads_pos, grads_neg, strict=True)]
+
+
+def _scaled(loss: torch.Tensor, scale: float) -> torch.Tensor:
+    """`loss * scale`, and the loss itself at scale 1, so one process computes exactly
+    what it computed before data parallelism existed."""
+    return loss if scale == 1.0 else loss * scale

@@ -22,6 +22,7 @@ import torch
 from nas.data.batches import Batches, cycle
 from nas.data.registry import load_dataset, train_augment
 from nas.data.spec import DatasetSplits
+from nas.distributed.context import SINGLE, DataParallel, optimizer_tensors
 from nas.layer_state import advance_schedules, weight_decay_groups
 from nas.robust.adversarial_training import AdversarialBatches, Perturb, training_attack
 from nas.run_dir import ARCH_LOG, LOG, RunDir
@@ -38,6 +39,7 @@ from nas.search.strategy import get_strategy
 from nas.training import cosine_lr, evaluate
 from search_spaces.arch_samplers import make_sampler
 from search_spaces.errors import InputError, first_line
+from search_spaces.supernet import ARCH_PREFIXES
 
 Log = Callable[[str], None]
 EdgeOps = dict[str, Any]
@@ -105,8 +107,10 @@ class Search:
         channels_last: bool = True,
         data: DatasetSplits | None = None,
         probe: Probe | None = None,
+        dp: DataParallel = SINGLE,
     ) -> None:
         self.cfg = cfg
+        self.dp = dp
         self.run = run
         self.terms = list(terms)
         self.probe = probe
@@ -131,6 +135,7 @@ class Search:
         self.val_stream = cycle(self.val_batches)
         self.stage_genotypes: list[dict[str, Any]] = []
         self.model: Any = None
+        self.net: torch.nn.Module | None = None  # the model in the weight step (DDP or it)
 
     # ------------------------------------------------------------------ building
 
@@ -148,6 +153,9 @@ class Search:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        arch_names = [n for n, _ in model.named_parameters()
+                      if n.startswith(ARCH_PREFIXES)]
+        self.net = self.dp.wrap(model, ignore=arch_names)
         # layers that keep their own parameters out of weight decay (DSQ's quantizers)
         # are on the weight side of the bilevel split, in a group without it
         self.weight_optimizer = torch.optim.SGD(
@@ -167,6 +175,7 @@ class Search:
             grad_clip=cfg.arch_grad_clip,
             terms=[make.build(self.edge_ops, model) if isinstance(make, ModelTermFactory)
                    else make(self.edge_ops) for make in self.terms],
+            average=self.dp.average,
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -255,7 +264,7 @@ class Search:
             model, self.train_batches, self._global_epoch(), self.val_stream,
             self.weight_optimizer, self.architect, lr, train_arch, cfg.grad_clip,
             self.channels_last, desc=f"{stage_tag}epoch {self.epoch + 1}/{cfg.epochs}",
-            perturb=self._perturb(model),
+            perturb=self._perturb(model), dp=self.dp, net=self.net,
         )
         record: dict[str, Any] = {
             "stage": self.stage,
@@ -270,12 +279,15 @@ class Search:
         last = self.epoch == cfg.epochs - 1
         if cfg.eval_every and ((self.epoch + 1) % cfg.eval_every == 0 or last):
             record["val_loss"], record["val_acc"] = evaluate(
-                model, self.eval_batches, self.channels_last, batch_statistics=True
+                model, self.eval_batches, self.channels_last, batch_statistics=True,
+                dp=self.dp,
             )
         weights = model.arch_weights()
         record["entropy"] = arch_entropy(weights)
         genotype = self.space.derive(weights, self.edge_ops, **activation_options(cfg))
         record["genotype"] = self.space.to_json(genotype)
+        if self.dp.active:
+            record["data_parallel"] = self._check_replicas(record["genotype"])
         for term in model_terms:
             record.update(term.epoch_fields())
         if self.probe is not None:
@@ -293,6 +305,18 @@ class Search:
             f"{record['train_loss']:.3f} train_acc {record['train_acc']:.3f}{acc} "
             f"entropy {record['entropy']['normal']:.3f} ({record['seconds']:.1f}s)"
         )
+
+    def _check_replicas(self, genotype: Any) -> dict[str, Any]:
+        """Every rank's weights, architecture parameters, buffers, optimiser state and
+        derived genotype, checked to be bit-identical (raises otherwise)."""
+        import json
+
+        self.dp.sync_buffers(self.model)
+        tensors = [*self.model.state_dict().items(),
+                   *optimizer_tensors("weight_optimizer", self.weight_optimizer),
+                   *optimizer_tensors("arch_optimizer", self.architect.optimizer)]
+        digest = self.dp.check_replicas(tensors, extra=json.dumps(genotype, sort_keys=True))
+        return {"ranks": self.dp.world, "replicas_identical": True, "digest": digest[:16]}
 
     def _logged_choices(self) -> dict[str, Any]:
         """What each column of the logged weights is: the ops of every edge and, in a
@@ -353,6 +377,10 @@ class Search:
         weights = model.arch_weights()
         summary: dict[str, Any] = {"strategy": cfg.strategy, "seconds_this_session": seconds}
         genotype, extra = self.strategy.final(self.space, weights, self.edge_ops, cfg)
+        if not self.dp.is_main:  # rank 0 writes the results; the genotype is the same
+            return SearchResult(genotype, self.run, summary)
+        if self.dp.active:
+            summary["data_parallel"] = {"ranks": self.dp.world}
         summary.update(extra)
         self.space.save(genotype, self.run.path / "genotype.json")
         records = self.run.read_jsonl(LOG)
@@ -388,8 +416,9 @@ def run_search(
     data: DatasetSplits | None = None,
     probe: Probe | None = None,
     state: dict[str, Any] | None = None,
+    dp: DataParallel = SINGLE,
 ) -> SearchResult:
-    search = Search(cfg, run, terms, log, data=data, probe=probe)
+    search = Search(cfg, run, terms, log, data=data, probe=probe, dp=dp)
     if resume:
         search.restore(state)
     return search.run_all()

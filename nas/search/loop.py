@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nas.data.batches import Batches
+from nas.distributed.context import SINGLE, DataParallel
 from nas.robust.adversarial_training import Perturb
 from nas.search.architect import Architect
 from nas.training import to_layout
@@ -50,28 +51,43 @@ def train_epoch(
     channels_last: bool,
     desc: str = "",
     perturb: Perturb | None = None,
+    dp: DataParallel = SINGLE,
+    net: torch.nn.Module | None = None,
 ) -> EpochStats:
     """Alternate an architecture step on a validation batch and a weight step (DARTS order).
 
     With `perturb` (adversarial training) both steps see attacked batches: the weights
     train on adversarial examples and the architecture is chosen by its adversarial
     validation loss (`perturb(x, y, 2k)` for the k-th training batch, `(xv, yv, 2k + 1)`
-    for its validation batch, so every attack has its own seeded random start)."""
+    for its validation batch, so every attack has its own seeded random start).
+
+    Data parallel (`dp` over several ranks, `net` the supernet inside
+    DistributedDataParallel): every rank draws the same global batches and keeps its
+    slice (`DataParallel.shard`), weight gradients are averaged by `net`'s backward and
+    architecture gradients by the architect, and each step starts from rank 0's RNG state,
+    so a stochastic sampler draws one architecture sample for all ranks. The statistics
+    returned are over the global batches."""
     model.train()
+    net = model if net is None else net
     for group in weight_optimizer.param_groups:
         group["lr"] = lr
     weight_params = model.weight_parameters()
     stats = EpochStats()
-    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=desc, leave=False, disable=None)
+    bar = tqdm(batches.epoch(epoch), total=len(batches), desc=desc, leave=False,
+               disable=None if dp.is_main else True)
     for step, (x, y) in enumerate(bar):
+        dp.sync_rng()
+        x, y, scale = dp.shard(x, y)
+        index = dp.batch_index(step)
         if perturb is not None:
-            x = perturb(x, y, 2 * step)
+            x = perturb(x, y, 2 * index)
         x = to_layout(x, channels_last)
         if train_arch:
-            xv, yv = next(val_stream)
+            xv, yv, val_scale = dp.shard(*next(val_stream))
             if perturb is not None:
-                xv = perturb(xv, yv, 2 * step + 1)
-            arch = architect.step(x, y, to_layout(xv, channels_last), yv, lr, weight_optimizer)
+                xv = perturb(xv, yv, 2 * index + 1)
+            arch = architect.step(x, y, to_layout(xv, channels_last), yv, lr, weight_optimizer,
+                                  scales=(scale, val_scale))
             stats.arch_loss += arch.pop("arch_loss")
             stats.arch_steps += 1
             for k, v in arch.items():
@@ -79,16 +95,29 @@ def train_epoch(
         weight_optimizer.zero_grad(set_to_none=True)
         # Architecture weights are constants in the weight step: no alpha gradients.
         arch_weights = {k: w.detach() for k, w in model.sample_arch_weights().items()}
-        logits = model(x, arch_weights)
+        logits = net(x, arch_weights)
         loss = F.cross_entropy(logits, y)
-        loss.backward()
+        (loss if scale == 1.0 else loss * scale).backward()
         torch.nn.utils.clip_grad_norm_(weight_params, grad_clip)
         weight_optimizer.step()
         stats.loss += float(loss.detach()) * y.shape[0]
         stats.correct += int((logits.argmax(1) == y).sum())
         stats.seen += y.shape[0]
         bar.set_postfix(loss=f"{stats.loss / stats.seen:.3f}", acc=f"{stats.accuracy:.3f}")
-    return stats
+    return _global_stats(stats, dp)
+
+
+def _global_stats(stats: EpochStats, dp: DataParallel) -> EpochStats:
+    """The ranks' statistics combined: sums over the global batches; the architecture
+    losses (means over each rank's slice) averaged over the ranks."""
+    if not dp.active:
+        return stats
+    keys = sorted(stats.extra)
+    summed = dp.sum_floats([stats.loss, stats.correct, stats.seen, stats.arch_loss,
+                            *(stats.extra[k] for k in keys)])
+    loss, correct, seen, arch_loss, *extra = summed
+    return EpochStats(loss, int(correct), int(seen), arch_loss / dp.world, stats.arch_steps,
+                      {k: v / dp.world for k, v in zip(keys, extra, strict=True)})
 
 
 def arch_entropy(weights: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -1,0 +1,1 @@
+"""Data-parallel search and retraining on torch.distributed (docs/distributed.md)."""
