@@ -99,6 +99,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "(val_acc, the accuracy objective) (default: a fifth of --limit, else "
                        f"{st.DEFAULT_HOLDOUT})")
     fixed.add_argument("--seed", type=int, help="seed of every search and retrain (default 0)")
+    fixed.add_argument("--preset", choices=["small", "paper"],
+                       help="preset of every search and retrain (default: small on digits, "
+                       "paper otherwise, as for nas search / nas retrain; small is what fits "
+                       "a CPU on CIFAR-10)")
     fixed.add_argument("--channels", type=int, help="initial channels of search and retrain "
                        "networks (default: each preset's)")
     fixed.add_argument("--layers", type=int, help="cells of search and retrain networks "
@@ -159,7 +163,8 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     from nas.sweep.settings import ACTIVATIONS_SEPARATOR
 
     plain = ("hardware", "space", "dataset", "limit", "search_epochs", "retrain_epochs",
-             "holdout", "seed", "channels", "layers", "batch_size", "latency_source",
+             "holdout", "seed", "preset", "channels", "layers", "batch_size",
+             "latency_source",
              "latency_weight", "ops", "activations", "sampler")
     given = {k: getattr(args, k) for k in plain if getattr(args, k) is not None}
     parsers: dict[str, Callable[[str], Any]] = {

@@ -88,6 +88,7 @@ class SweepSettings:
     retrain_epochs: int = DEFAULT_RETRAIN_EPOCHS
     holdout: int = DEFAULT_HOLDOUT
     seed: int = 0
+    preset: str | None = None  # None: each command's default for the dataset
     channels: int | None = None
     layers: int | None = None
     batch_size: int | None = None
@@ -273,8 +274,8 @@ def _sizes(s: SweepSettings, data_dir: str | None) -> list[str]:
     args = ["--dataset", s.dataset, "--seed", str(s.seed)]
     if data_dir:
         args += ["--data-dir", data_dir]
-    for name, value in (("limit", s.limit), ("channels", s.channels), ("layers", s.layers),
-                        ("batch_size", s.batch_size)):
+    for name, value in (("limit", s.limit), ("preset", s.preset), ("channels", s.channels),
+                        ("layers", s.layers), ("batch_size", s.batch_size)):
         if value is not None:
             args += [flag(name), str(value)]
     return args
