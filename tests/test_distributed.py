@@ -41,6 +41,32 @@ def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
+def kill_processes_naming(text: str, timeout_s: float = 30.0) -> None:
+    """SIGKILL every process whose command line contains `text`, and wait until none is
+    left."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline and int(proc.name) != os.getpid():
+                found.append(int(proc.name))
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError(f"processes naming {text} survived SIGKILL")
+
+
 def checkpointed_epochs(run: Path) -> int:
     try:
         state = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -159,8 +185,11 @@ def test_killed_two_process_search_resumes_in_one_process(tmp_path, capsys) -> N
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before it could be killed"
+    # a machine going down: torchrun and its ranks (which torchrun starts in sessions of
+    # their own, so killing its process group does not reach them)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    kill_processes_naming(str(run))
     assert 1 <= len(records(run)) < 3
 
     code = main(["search", "--resume", str(run), "--json"])
