@@ -232,14 +232,7 @@ def _create(args: argparse.Namespace
 
 
 def run(args: argparse.Namespace) -> int:
-    status = launch.relaunch(args)  # --nproc N: this command again, under torchrun
-    if status is not None:
-        return status
-    dp = launch.start(args)
-    try:
-        return _run(args, dp)
-    finally:
-        dp.close()
+    return launch.run_command(args, _run)  # --nproc N: this command again, under torchrun
 
 
 def _prepare(args: argparse.Namespace) -> tuple[RunDir, RetrainConfig, Arch, str, Any,
@@ -272,7 +265,7 @@ def _run(args: argparse.Namespace, dp: DataParallel) -> int:
         prediction = None
         data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
     args.resume_hint = f"nas retrain --resume {run_dir.path}"
-    log = _stderr if dp.is_main else _quiet
+    log = _stderr if dp.is_main else launch.quiet
     trainer = Retrainer(cfg, genotype, run_dir, data, log=log, dp=dp)
     if state is not None:
         trainer.restore(state)
@@ -300,9 +293,6 @@ def _run(args: argparse.Namespace, dp: DataParallel) -> int:
         print(format_report(report))
     return 0
 
-
-def _quiet(msg: str) -> None:
-    """The log of ranks other than 0: rank 0 says it once."""
 
 
 def _finish(args: argparse.Namespace, run_dir: RunDir, cfg: RetrainConfig, genotype: Arch,

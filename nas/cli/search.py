@@ -413,14 +413,7 @@ def _finished(state: dict[str, Any], cfg: SearchConfig, run_dir: RunDir) -> bool
 
 
 def run(args: argparse.Namespace) -> int:
-    status = launch.relaunch(args)  # --nproc N: this command again, under torchrun
-    if status is not None:
-        return status
-    dp = launch.start(args)
-    try:
-        return _run(args, dp)
-    finally:
-        dp.close()
+    return launch.run_command(args, _run)  # --nproc N: this command again, under torchrun
 
 
 @dataclass
@@ -490,7 +483,7 @@ def _run(args: argparse.Namespace, dp: DataParallel) -> int:
     prep = mine[0] if dp.is_main else _follow(shared)
     run_dir, cfg = prep.run_dir, prep.cfg
     args.resume_hint = f"nas search --resume {run_dir.path}"
-    log = _stderr if dp.is_main else _quiet
+    log = _stderr if dp.is_main else launch.quiet
     search = Search(cfg, run_dir, prep.terms, log=log, data=prep.data, probe=prep.probe, dp=dp)
     if prep.state is not None:
         search.restore(prep.state)  # a checkpoint that does not fit fails before the headline
@@ -523,9 +516,6 @@ def _run(args: argparse.Namespace, dp: DataParallel) -> int:
 def _parallel_note(dp: DataParallel) -> str:
     return f", {dp.describe()}" if dp.active else ""
 
-
-def _quiet(msg: str) -> None:
-    """The log of ranks other than 0: rank 0 says it once."""
 
 
 def _cells(cfg: SearchConfig) -> str:

@@ -195,6 +195,17 @@ class DataParallel:
                                    "stopping rather than continuing with diverged replicas")
         return mine
 
+    def epoch_record(self, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
+                     extra: str = "") -> dict[str, Any]:
+        """End of an epoch: buffers set to rank 0's (`sync_buffers`), then the model's
+        state, every optimiser's state and `extra` (a derived genotype) checked to be
+        bit-identical on every rank (`check_replicas`); the log record's field."""
+        self.sync_buffers(model)
+        tensors = [*model.state_dict().items(),
+                   *(t for name, opt in optimizers.items() for t in optimizer_tensors(name, opt))]
+        digest = self.check_replicas(tensors, extra)
+        return {"ranks": self.world, "replicas_identical": True, "digest": digest[:16]}
+
     def close(self) -> None:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()

@@ -13,7 +13,7 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -66,6 +66,25 @@ def relaunch(args: argparse.Namespace) -> int | None:
     return subprocess.call(cmd, env=env)
 
 
+def run_command(args: argparse.Namespace,
+                body: Callable[[argparse.Namespace, DataParallel], int]) -> int:
+    """A training command (`nas search`, `nas retrain`): with --nproc N, this command
+    again under torchrun; otherwise `body` as this process's rank (or alone), leaving
+    the process group when it returns."""
+    status = relaunch(args)
+    if status is not None:
+        return status
+    dp = start(args)
+    try:
+        return body(args, dp)
+    finally:
+        dp.close()
+
+
+def quiet(msg: str) -> None:
+    """The log of ranks other than 0: rank 0 says it once."""
+
+
 def start(args: argparse.Namespace) -> DataParallel:
     """This process's place among the ranks (`SINGLE` when it runs alone), with the
     thread count every rank uses: rank 0's. Ranks must compute the replicated updates
@@ -78,4 +97,4 @@ def start(args: argparse.Namespace) -> DataParallel:
     return dp
 
 
-__all__ = ["add_arguments", "relaunch", "start", "without_nproc"]
+__all__ = ["add_arguments", "quiet", "relaunch", "run_command", "start", "without_nproc"]

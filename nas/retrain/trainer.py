@@ -32,7 +32,7 @@ from tqdm import tqdm
 from nas.data.batches import Batches
 from nas.data.registry import train_augment
 from nas.data.spec import DatasetSplits
-from nas.distributed.context import SINGLE, DataParallel, optimizer_tensors
+from nas.distributed.context import SINGLE, DataParallel
 from nas.layer_state import advance_schedules, weight_decay_groups
 from nas.retrain.config import RetrainConfig
 from nas.retrain.networks import Arch, build_network
@@ -255,11 +255,8 @@ class Retrainer:
         if self.attack is not None:  # train loss / accuracy are on the attacked batches
             record["adv_train"] = self.attack.name
         if self.dp.active:
-            self.dp.sync_buffers(self.net)
-            tensors = [*self.net.state_dict().items(),
-                       *optimizer_tensors("optimizer", self.optimizer)]
-            record["data_parallel"] = {"ranks": self.dp.world, "replicas_identical": True,
-                                       "digest": self.dp.check_replicas(tensors)[:16]}
+            record["data_parallel"] = self.dp.epoch_record(self.net,
+                                                           {"optimizer": self.optimizer})
         self.run.append(LOG, record)
         self.log(
             f"epoch {self.epoch + 1}/{cfg.epochs}: lr {lr:.4f} drop_path {drop_prob:.3f} "

@@ -11,6 +11,7 @@ where an uninterrupted one would be.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ import torch
 from nas.data.batches import Batches, cycle
 from nas.data.registry import load_dataset, train_augment
 from nas.data.spec import DatasetSplits
-from nas.distributed.context import SINGLE, DataParallel, optimizer_tensors
+from nas.distributed.context import SINGLE, DataParallel
 from nas.layer_state import advance_schedules, weight_decay_groups
 from nas.robust.adversarial_training import AdversarialBatches, Perturb, training_attack
 from nas.run_dir import ARCH_LOG, LOG, RunDir
@@ -287,7 +288,10 @@ class Search:
         genotype = self.space.derive(weights, self.edge_ops, **activation_options(cfg))
         record["genotype"] = self.space.to_json(genotype)
         if self.dp.active:
-            record["data_parallel"] = self._check_replicas(record["genotype"])
+            record["data_parallel"] = self.dp.epoch_record(
+                self.model, {"weight_optimizer": self.weight_optimizer,
+                             "arch_optimizer": self.architect.optimizer},
+                extra=json.dumps(record["genotype"], sort_keys=True))
         for term in model_terms:
             record.update(term.epoch_fields())
         if self.probe is not None:
@@ -305,18 +309,6 @@ class Search:
             f"{record['train_loss']:.3f} train_acc {record['train_acc']:.3f}{acc} "
             f"entropy {record['entropy']['normal']:.3f} ({record['seconds']:.1f}s)"
         )
-
-    def _check_replicas(self, genotype: Any) -> dict[str, Any]:
-        """Every rank's weights, architecture parameters, buffers, optimiser state and
-        derived genotype, checked to be bit-identical (raises otherwise)."""
-        import json
-
-        self.dp.sync_buffers(self.model)
-        tensors = [*self.model.state_dict().items(),
-                   *optimizer_tensors("weight_optimizer", self.weight_optimizer),
-                   *optimizer_tensors("arch_optimizer", self.architect.optimizer)]
-        digest = self.dp.check_replicas(tensors, extra=json.dumps(genotype, sort_keys=True))
-        return {"ranks": self.dp.world, "replicas_identical": True, "digest": digest[:16]}
 
     def _logged_choices(self) -> dict[str, Any]:
         """What each column of the logged weights is: the ops of every edge and, in a
