@@ -38,7 +38,7 @@ from nas.retrain.report import (
     network_size,
     predicted_latency,
 )
-from nas.retrain.trainer import Retrainer, check_checkpoint, holdout_split
+from nas.retrain.trainer import Retrainer, check_checkpoint, check_holdout
 from nas.robust import adversarial_training as adversarial
 from nas.robust.adversarial_training import training_attack
 from nas.run_dir import FollowerRunDir, RunDir
@@ -210,7 +210,8 @@ def _create(args: argparse.Namespace
     prediction = _prediction(genotype, cfg)
     data = load_dataset(cfg.dataset, cfg.data_dir, limit=cfg.data_limit)
     cfg = _resolve_adversarial(cfg, data.spec)
-    holdout_split(data, cfg.holdout)  # a holdout that leaves nothing fails before any write
+    if cfg.holdout:  # a holdout that leaves nothing fails before any write
+        check_holdout(cfg.holdout, data.num_train)
     name = _genotype_name(args.genotype)
     out = args.out or Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-retrain-{name}"
     spec = data.spec

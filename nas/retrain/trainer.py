@@ -77,15 +77,20 @@ class TrainResult:
     holdout: tuple[float, float, int] | None = None
 
 
+def check_holdout(n: int, num_train: int) -> None:
+    """Refuse a holdout that leaves nothing to train on."""
+    if n >= num_train:
+        raise InputError(f"--holdout {n} leaves no training images ({num_train} in the "
+                         "training split)")
+
+
 def holdout_split(data: DatasetSplits, n: int) -> tuple[DatasetSplits, DatasetSplits | None]:
     """(training part, held-out part) of the TRAIN split: `n` images picked by a fixed
     shuffle (`HOLDOUT_SEED`) are taken out of training and scored after it, so a choice
     made on their accuracy (a sweep's objective) never looks at the test split."""
     if n == 0:
         return data, None
-    if n >= data.num_train:
-        raise InputError(f"--holdout {n} leaves no training images ({data.num_train} in the "
-                         "training split)")
+    check_holdout(n, data.num_train)
     perm = torch.randperm(data.num_train, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     keep, held = perm[:-n].to(data.train_x.device), perm[-n:].to(data.train_x.device)
     train = DatasetSplits(data.spec, data.train_x[keep], data.train_y[keep],
