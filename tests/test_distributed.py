@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from nas.cli.main import main
+from nas.distributed import launch
 from nas.distributed.context import SINGLE, DataParallel, digest
 from nas.distributed.launch import without_nproc
 from search_spaces.errors import InputError
@@ -26,14 +27,17 @@ TINY_RETRAIN = ["retrain", "--genotype", "DARTS_V2", "--channels", "4", "--layer
 
 
 def torchrun(nproc: int, *args: str) -> list[str]:
+    """The launch `--nproc` makes (launch.relaunch), for tests that start ranks
+    themselves."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={nproc}", *args]
+            f"--local-addr={launch.LOOPBACK}", f"--nproc_per_node={nproc}", *args]
 
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["OMP_NUM_THREADS"] = "1"
     e.setdefault("HOME", str(HERE))  # no user profiles / predictors needed
+    launch.pin_to_loopback(e)
     return e
 
 
@@ -115,6 +119,34 @@ def test_nproc_is_taken_out_of_the_relaunched_command() -> None:
     assert without_nproc(argv) == ["--threads", "1", "search", "--epochs", "1"]
 
 
+def test_nproc_launches_torchrun_on_the_loopback_address(monkeypatch, capsys) -> None:
+    """One machine needs no name lookups: the rendezvous is published as 127.0.0.1 and
+    gloo uses the loopback interface, unless the user named one; a failed launch says so
+    in one line after the ranks' own errors."""
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def call(cmd: list[str], env: dict[str, str]) -> int:
+        calls.append((cmd, env))
+        return 3
+
+    monkeypatch.setattr(launch.subprocess, "call", call)
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    assert main(["--threads", "1", *TINY_SEARCH, "--nproc", "2"]) == 3
+    cmd, env_used = calls[0]
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone",
+                        "--local-addr=127.0.0.1", "--nproc_per_node=2"]
+    assert cmd[6:] == ["-m", "nas", "--threads", "1", *TINY_SEARCH]
+    assert env_used.get("GLOO_SOCKET_IFNAME") == ("lo" if Path("/sys/class/net/lo").exists()
+                                              else None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("error: the data-parallel run failed (torchrun exited with 3); each "
+                       "rank's own error is above")
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "eth7")
+    assert main(["--threads", "1", *TINY_SEARCH, "--nproc", "2"]) == 3
+    assert calls[1][1]["GLOO_SOCKET_IFNAME"] == "eth7"
+
+
 def test_nproc_below_one_is_a_one_line_error(capsys) -> None:
     assert main([*TINY_SEARCH, "--nproc", "0"]) == 2
     err = capsys.readouterr().err
@@ -153,8 +185,8 @@ def test_two_process_search_and_retrain_keep_identical_replicas(tmp_path, capfd)
     search = tmp_path / "search"
     code = main(["--threads", "1", *TINY_SEARCH, "--epochs", "2", "--nproc", "2",
                  "--out", str(search), "--json"])
-    out = capfd.readouterr().out
-    assert code == 0
+    out, err = capfd.readouterr()
+    assert code == 0, err[-4000:]  # what the ranks said, should a launch ever fail
     summary = json.loads(out)  # one JSON object: rank 1 printed nothing
     assert summary["data_parallel"] == {"ranks": 2}
     logs = records(search)
@@ -166,8 +198,10 @@ def test_two_process_search_and_retrain_keep_identical_replicas(tmp_path, capfd)
     retrain = tmp_path / "retrain"
     code = main(["--threads", "1", *TINY_RETRAIN, "--epochs", "2", "--holdout", "16",
                  "--nproc", "2", "--out", str(retrain), "--json"])
-    report = json.loads(capfd.readouterr().out)
-    assert code == 0 and report["data_parallel"] == {"ranks": 2}
+    out, err = capfd.readouterr()
+    assert code == 0, err[-4000:]
+    report = json.loads(out)
+    assert report["data_parallel"] == {"ranks": 2}
     assert report["val_images"] == 16 and report["test_images"] > 0
     assert [r["data_parallel"]["replicas_identical"] for r in records(retrain)] == [True, True]
     assert json.loads((retrain / "report.json").read_text())["test_acc"] == report["test_acc"]

@@ -2,9 +2,9 @@
 
 `nas search --nproc N ...` is a convenience for `torchrun --standalone --nproc_per_node N
 -m nas search ...`: it runs exactly that (PyTorch's own launcher, with its rendezvous
-and its supervision: a rank that fails takes the others down) and returns its exit
-status. On several machines, run torchrun yourself, one command per node
-(docs/distributed.md).
+and its supervision: a rank that fails takes the others down), pinned to the loopback
+address (`pin_to_loopback`), and returns its exit status. On several machines, run
+torchrun yourself, one command per node (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -59,11 +60,29 @@ def relaunch(args: argparse.Namespace) -> int | None:
     # torchrun would set 1 thread per process; share this machine's cores instead
     if args.threads is None and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // nproc))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "nas", *argv]
-    print(f"starting {nproc} data-parallel processes: torchrun --standalone "
-          f"--nproc_per_node={nproc} -m nas {' '.join(argv)}", file=sys.stderr, flush=True)
-    return subprocess.call(cmd, env=env)
+    pin_to_loopback(env)
+    launcher = ["--standalone", f"--local-addr={LOOPBACK}", f"--nproc_per_node={nproc}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "nas", *argv]
+    print(f"starting {nproc} data-parallel processes: torchrun {' '.join(launcher)} -m nas "
+          f"{' '.join(argv)}", file=sys.stderr, flush=True)
+    status = subprocess.call(cmd, env=env)
+    if status != 0:
+        print(f"error: the data-parallel run failed (torchrun exited with {status}); each "
+              "rank's own error is above", file=sys.stderr, flush=True)
+    return status
+
+
+#: every rank of a `--nproc` run is on this machine, so they meet on the loopback address
+LOOPBACK = "127.0.0.1"
+
+
+def pin_to_loopback(env: dict[str, str]) -> None:
+    """Keep a one-machine launch off name resolution: torchrun would otherwise publish
+    this machine's fully qualified name (a reverse DNS lookup) as the rendezvous address,
+    and gloo would pick its interface from the host name. `--local-addr` fixes the first;
+    GLOO_SOCKET_IFNAME the second, unless the user chose an interface already."""
+    if "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"
 
 
 def run_command(args: argparse.Namespace,
@@ -97,4 +116,5 @@ def start(args: argparse.Namespace) -> DataParallel:
     return dp
 
 
-__all__ = ["add_arguments", "quiet", "relaunch", "run_command", "start", "without_nproc"]
+__all__ = ["LOOPBACK", "add_arguments", "pin_to_loopback", "quiet", "relaunch", "run_command",
+           "start", "without_nproc"]
