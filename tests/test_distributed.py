@@ -27,10 +27,8 @@ TINY_RETRAIN = ["retrain", "--genotype", "DARTS_V2", "--channels", "4", "--layer
 
 
 def torchrun(nproc: int, *args: str) -> list[str]:
-    """The launch `--nproc` makes (launch.relaunch), for tests that start ranks
-    themselves."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--local-addr={launch.LOOPBACK}", f"--nproc_per_node={nproc}", *args]
+    """The launch `--nproc` makes, for tests that start ranks themselves."""
+    return [*launch.torchrun_argv(nproc), *args]
 
 
 def env() -> dict[str, str]:

@@ -44,6 +44,27 @@ def without_nproc(argv: Sequence[str]) -> list[str]:
     return out
 
 
+#: every rank of a `--nproc` run is on this machine, so they meet on the loopback address
+LOOPBACK = "127.0.0.1"
+
+
+def torchrun_argv(nproc: int) -> list[str]:
+    """The one-machine torchrun launch of `nproc` ranks, up to the command they run
+    (`pin_to_loopback` is its environment's half)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--local-addr={LOOPBACK}", f"--nproc_per_node={nproc}"]
+
+
+def pin_to_loopback(env: dict[str, str]) -> None:
+    """Keep a one-machine launch off name resolution: torchrun would otherwise publish
+    this machine's fully qualified name (a reverse DNS lookup) as the rendezvous address,
+    and gloo would pick its interface from the host name. `--local-addr` (in
+    `torchrun_argv`) fixes the first; GLOO_SOCKET_IFNAME the second, unless the user chose
+    an interface already."""
+    if "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
+        env["GLOO_SOCKET_IFNAME"] = "lo"
+
+
 def relaunch(args: argparse.Namespace) -> int | None:
     """With --nproc N > 1, run this same command under torchrun and return its exit
     status; None when this process should do the work itself."""
@@ -61,28 +82,15 @@ def relaunch(args: argparse.Namespace) -> int | None:
     if args.threads is None and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // nproc))
     pin_to_loopback(env)
-    launcher = ["--standalone", f"--local-addr={LOOPBACK}", f"--nproc_per_node={nproc}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "nas", *argv]
-    print(f"starting {nproc} data-parallel processes: torchrun {' '.join(launcher)} -m nas "
-          f"{' '.join(argv)}", file=sys.stderr, flush=True)
+    cmd = [*torchrun_argv(nproc), "-m", "nas", *argv]
+    print(f"starting {nproc} data-parallel processes: torchrun {' '.join(cmd[3:])}",
+          file=sys.stderr, flush=True)
     status = subprocess.call(cmd, env=env)
     if status != 0:
         print(f"error: the data-parallel run failed (torchrun exited with {status}); each "
               "rank's own error is above", file=sys.stderr, flush=True)
     return status
 
-
-#: every rank of a `--nproc` run is on this machine, so they meet on the loopback address
-LOOPBACK = "127.0.0.1"
-
-
-def pin_to_loopback(env: dict[str, str]) -> None:
-    """Keep a one-machine launch off name resolution: torchrun would otherwise publish
-    this machine's fully qualified name (a reverse DNS lookup) as the rendezvous address,
-    and gloo would pick its interface from the host name. `--local-addr` fixes the first;
-    GLOO_SOCKET_IFNAME the second, unless the user chose an interface already."""
-    if "GLOO_SOCKET_IFNAME" not in env and Path("/sys/class/net/lo").exists():
-        env["GLOO_SOCKET_IFNAME"] = "lo"
 
 
 def run_command(args: argparse.Namespace,
@@ -117,4 +125,4 @@ def start(args: argparse.Namespace) -> DataParallel:
 
 
 __all__ = ["LOOPBACK", "add_arguments", "pin_to_loopback", "quiet", "relaunch", "run_command",
-           "start", "without_nproc"]
+           "start", "torchrun_argv", "without_nproc"]
